@@ -65,6 +65,9 @@ class Frame:
     cloud_frame_id: str = "camera_optical_frame"
     registered: bool = True
     stream: str = "default"
+    #: Further per-pixel maps from the source, by name (e.g. MulSen-AD 'pc_curvature' and
+    #: 'pc_normal_deviation', float32 on the scan grid); empty for most sources.
+    extra_maps: Dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def present(self) -> Dict[str, bool]:
@@ -150,6 +153,9 @@ class Detection:
     model_id: str = ""
     report: Optional[dict] = None
     rule_results: List[dict] = field(default_factory=list)
+    #: False when the detector lacks the evidence to decide (no usable modality, or a cold start
+    #: with neither references nor stream memory); the report's status is then "unknown".
+    confident: bool = True
 
     @property
     def is_anomalous(self) -> bool:

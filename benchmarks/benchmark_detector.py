@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Detector benchmark: accuracy on the synthetic zero-shot test split and on the real samples,
+latency per stage and peak memory. Prints a compact table and writes, under --out,
+metrics.json + summary.md (and one folder per data set with its own tables and figures).
+
+  python benchmarks/benchmark_detector.py --out outputs/benchmark            # default size
+  python benchmarks/benchmark_detector.py --quick                            # a few minutes
+  python benchmarks/benchmark_detector.py --n-good 8 --n-defective 14 --draws 5
+
+Sections
+- synthetic: `splits.iter_split('test', n_good, n_defective)` (categories and defect types
+  never used in training), all modalities and without each one (ablation).
+- mulsen: MulSen-AD object level (RGB + infrared + 3D scan, not pixel-aligned: pixel metrics
+  in the RGB frame only), with 0 known-good references and with --references known-good
+  references per category (teach mode), averaged over --draws random draws.
+- magnetic_tile: grayscale tiles (RGB modality only), 0 references.
+- latency: per-stage p50/p95 over --latency-frames 256x256 frames with ~65k points after a
+  warm-up, peak RSS (resource) and peak traced Python/numpy memory (tracemalloc), on the CPU and
+  on CUDA when present (plus torch.cuda.max_memory_allocated).
+Real data (CC BY 4.0 MulSen-AD, Li et al. CVPR 2025; Magnetic Tile, Huang et al. 2020) is used
+for evaluation only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+from zsg_iad_ros.evaluation.offline import default_detector_factory, evaluate_samples
+from zsg_iad_ros.evaluation.results import to_json
+from zsg_iad_ros.evaluation.summary import cell, write_outputs
+
+HEAD = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max",
+        "false_alarm_rate", "miss_rate")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="outputs/benchmark")
+    p.add_argument("--backbone", default="builtin")
+    p.add_argument("--device", default="auto", help="accuracy runs: auto | cpu | cuda")
+    p.add_argument("--n-good", type=int, default=6, help="good parts per test category")
+    p.add_argument("--n-defective", type=int, default=14,
+                   help="defective parts per test category (cycling through defect types)")
+    p.add_argument("--size", type=int, default=256, help="synthetic image size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--references", type=int, default=4, help="teach-mode references (MulSen)")
+    p.add_argument("--draws", type=int, default=3, help="reference draws averaged (MulSen)")
+    p.add_argument("--ablate-real", action="store_true",
+                   help="also ablate modalities on MulSen with references (slow)")
+    p.add_argument("--latency-frames", type=int, default=20)
+    p.add_argument("--pixel-stride", type=int, default=1)
+    p.add_argument("--sections", nargs="*",
+                   default=["synthetic", "mulsen", "magnetic_tile", "latency"],
+                   choices=["synthetic", "mulsen", "magnetic_tile", "latency"])
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quick", action="store_true",
+                   help="small run: 3 good + 7 defective per category, 2 draws, 8 latency "
+                        "frames, pixel stride 2")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n_good, args.n_defective, args.draws = 3, 7, 2
+        args.latency_frames, args.pixel_stride = 8, 2
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+def run_synthetic(args, factory):
+    from zsg_iad_ros.data.splits import iter_split
+    t = time.perf_counter()
+    samples = list(iter_split("test", args.n_good, args.n_defective, seed=args.seed,
+                              size=args.size))
+    print(f"[benchmark] synthetic test split: {len(samples)} samples generated in "
+          f"{time.perf_counter() - t:.1f} s", file=sys.stderr)
+    return {"synthetic": evaluate_samples(
+        samples, factory, ablate_modalities=True, order_seed=args.seed,
+        pixel_stride=args.pixel_stride, name="synthetic zero-shot test split")}
+
+
+def run_mulsen(args, factory):
+    from zsg_iad_ros.data.real import load_mulsen
+    samples = load_mulsen()
+    out = {"mulsen_k0": evaluate_samples(samples, factory, references=0, ablate_modalities=True,
+                                         order_seed=args.seed, pixel_stride=args.pixel_stride,
+                                         name="MulSen-AD, 0 references")}
+    if args.references > 0:
+        out[f"mulsen_k{args.references}"] = evaluate_samples(
+            samples, factory, references=args.references, draws=args.draws, seed=args.seed,
+            ablate_modalities=args.ablate_real, order_seed=args.seed,
+            pixel_stride=args.pixel_stride,
+            name=f"MulSen-AD, {args.references} references x {args.draws} draws")
+    return out
+
+
+def run_magnetic_tile(args, factory):
+    from zsg_iad_ros.data.real import load_magnetic_tile
+    samples = load_magnetic_tile()
+    return {"magnetic_tile": evaluate_samples(samples, factory, order_seed=args.seed,
+                                              pixel_stride=args.pixel_stride,
+                                              name="Magnetic tile, 0 references")}
+
+
+# ---------------------------------------------------------------------------------------------
+def latency_on(device: str, args, frames) -> dict:
+    """Per-stage latency and peak memory of one detector on `device` over a stream of frames."""
+    import torch
+
+    from zsg_iad_ros.core.detector import Detector, DetectorConfig
+    from zsg_iad_ros.evaluation.metrics import latency_percentiles
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    det = Detector(DetectorConfig(backbone=args.backbone, device=device))
+    if det.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(det.device)
+    warm = 3
+    timings = []
+    for i, frame in enumerate(frames):
+        t0 = time.perf_counter()
+        d = det.detect(frame)
+        if det.device.type == "cuda":
+            torch.cuda.synchronize(det.device)
+        wall = (time.perf_counter() - t0) * 1e3
+        if i >= warm:
+            timings.append({**d.timings_ms, "wall": wall})
+    out = {"device": str(det.device), "model_id": det.model_id, "frames": len(timings),
+           "torch_threads": torch.get_num_threads(),
+           "latency_ms": latency_percentiles(timings, percentiles=(50, 95)),
+           # ru_maxrss is in KiB on Linux; it is the process peak (includes earlier sections).
+           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "rss_before_mib": rss0 / 1024}
+    if det.device.type == "cuda":
+        out["cuda_max_memory_allocated_mib"] = torch.cuda.max_memory_allocated(det.device) / 2**20
+    # Traced Python + numpy allocations over a few frames (torch's own CPU allocator is not
+    # traced), in a separate pass because tracing slows everything down.
+    tracemalloc.start()
+    for frame in frames[:3]:
+        det.detect(frame)
+    out["tracemalloc_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return out
+
+
+def run_latency(args):
+    import torch
+
+    from zsg_iad_ros.data.splits import TEST_CATEGORIES
+    from zsg_iad_ros.data.synthetic import generate_sample
+    n = args.latency_frames + 3
+    # One stream of good parts of a test category (the memory fills as in the cell).
+    frames = [generate_sample(TEST_CATEGORIES[0], "good", 10_000 + i, size=256).frame
+              for i in range(n)]
+    pts = frames[0].points
+    n_points = int(np.isfinite(pts).all(-1).sum()) if pts is not None else 0
+    out = {"image_size": 256, "valid_points_first_frame": n_points,
+           "cpu": latency_on("cpu", args, frames)}
+    if torch.cuda.is_available():
+        out["cuda"] = latency_on("cuda", args, frames)
+    return {"latency": out}
+
+
+# ---------------------------------------------------------------------------------------------
+def print_tables(results: dict) -> str:
+    lines = []
+    head = "| run / configuration | n | " + " | ".join(HEAD) + " |"
+    lines += [head, "|" + " --- |" * (len(HEAD) + 2)]
+    for section, rec in results.items():
+        if section == "latency":
+            continue
+        for cname, c in rec["configs"].items():
+            o = c["overall"]
+            lines.append(f"| {section} / {cname} | {o['n_samples']} | "
+                         + " | ".join(cell(o[k]) for k in HEAD) + " |")
+    for section, rec in results.items():
+        if section == "latency" or len(rec["configs"]) < 2:
+            continue
+        names = list(rec["configs"])
+        lines += ["", f"{section}: image AUROC per defect type and configuration", "",
+                  "| defect type | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 1)]
+        nan = float("nan")
+        for dt in rec["configs"]["all"]["per_defect_type"]:
+            lines.append(f"| {dt} | " + " | ".join(
+                cell(rec["configs"][n]["per_defect_type"].get(dt, {}).get("image_auroc", nan))
+                for n in names) + " |")
+    for section, rec in results.items():
+        if section == "latency":
+            continue
+        cats = rec["configs"]["all"]["per_category"]
+        lines += ["", f"{section}: per category (all modalities)", "",
+                  "| category | n | img AUROC | px AUROC | AUPRO |", "|" + " --- |" * 5]
+        for cat, m in cats.items():
+            lines.append(f"| {cat} | {m['n_samples']} | {cell(m['image_auroc'])} | "
+                         f"{cell(m['pixel_auroc'])} | {cell(m['aupro'])} |")
+    lat = results.get("latency")
+    if lat:
+        lines += ["", f"latency per stage [ms], {lat['image_size']}x{lat['image_size']}, "
+                  f"{lat['valid_points_first_frame']} valid points", "",
+                  "| device | stage | p50 | p95 |", "| --- | --- | --- | --- |"]
+        for dev in ("cpu", "cuda"):
+            if dev in lat:
+                for stage, s in lat[dev]["latency_ms"].items():
+                    lines.append(f"| {lat[dev]['device']} | {stage} | {s['p50']:.1f} | "
+                                 f"{s['p95']:.1f} |")
+        lines += ["", "| device | peak RSS [MiB] | tracemalloc peak [MiB] | "
+                  "CUDA max alloc [MiB] |", "| --- | --- | --- | --- |"]
+        for dev in ("cpu", "cuda"):
+            if dev in lat:
+                d = lat[dev]
+                cuda = d.get("cuda_max_memory_allocated_mib")
+                lines.append(f"| {d['device']} | {d['peak_rss_mib']:.0f} | "
+                             f"{d['tracemalloc_peak_mib']:.1f} | "
+                             f"{'n/a' if cuda is None else f'{cuda:.0f}'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    factory = default_detector_factory(backbone=args.backbone, device=args.device)
+    results = {}
+    t_start = time.perf_counter()
+    runners = {"synthetic": lambda: run_synthetic(args, factory),
+               "mulsen": lambda: run_mulsen(args, factory),
+               "magnetic_tile": lambda: run_magnetic_tile(args, factory),
+               "latency": lambda: run_latency(args)}
+    for section in args.sections:
+        t = time.perf_counter()
+        try:
+            results.update(runners[section]())
+        except FileNotFoundError as e:  # real data absent on this machine
+            print(f"[benchmark] skipped {section}: {e}", file=sys.stderr)
+            continue
+        print(f"[benchmark] {section} done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    for name, rec in results.items():
+        if name != "latency":
+            write_outputs(rec, os.path.join(args.out, name), plots=not args.no_plots)
+    table = print_tables(results)
+    given = sys.argv[1:] if argv is None else argv
+    command = "python benchmarks/benchmark_detector.py " + " ".join(given)
+    serial = {"command": command.strip(), "elapsed_s": time.perf_counter() - t_start,
+              "args": vars(args)}
+    for name, rec in results.items():
+        serial[name] = to_json({k: v for k, v in rec.items() if k not in ("runs", "figures")}
+                               if name != "latency" else rec)
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(serial, f, indent=1, allow_nan=False)
+    with open(os.path.join(args.out, "summary.md"), "w") as f:
+        f.write(f"# Detector benchmark\n\n`{serial['command']}` "
+                f"({serial['elapsed_s']:.0f} s)\n\n{table}\n\nDetails per data set in the "
+                "sub-folders (summary.md, figures).\n")
+    print(table)
+    print(f"\nwrote {args.out}/metrics.json, summary.md ({serial['elapsed_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

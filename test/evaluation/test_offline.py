@@ -1,0 +1,178 @@
+"""Offline evaluation plumbing on hand-made samples with a transparent scorer.
+
+The scorer below is a test double (local-contrast of each modality) so that the protocol
+(grouping, teach mode, ablation, pixel selection, outputs) can be checked against known answers;
+the real detector is exercised in test_offline_detector.py.
+"""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from zsg_iad_ros.core.frame import Detection, Frame, Sample
+from zsg_iad_ros.evaluation.cli import main as cli_main
+from zsg_iad_ros.evaluation.offline import evaluate_samples
+from zsg_iad_ros.evaluation.summary import write_outputs
+
+H = W = 32
+
+
+def make_sample(i, category, defect_type, modality, registered=True, with_gt=True):
+    rng = np.random.default_rng(i)
+    rgb = np.full((H, W, 3), 120, np.uint8) + rng.integers(0, 5, (H, W, 3), dtype=np.uint8)
+    sensor = 300 + rng.normal(0, 0.1, (H, W)).astype(np.float32)
+    gt = np.zeros((H, W), bool)
+    if defect_type != "good":
+        y, x = 4 + (i * 7) % 20, 4 + (i * 5) % 20
+        gt[y:y + 5, x:x + 5] = True
+        if modality == "rgb":
+            rgb[gt] = 250
+        else:
+            sensor[gt] += 5.0
+    frame = Frame(rgb=rgb, sensor=sensor, registered=registered, stream=category)
+    return Sample(frame=frame, label=int(defect_type != "good"), category=category,
+                  defect_type=defect_type, gt_mask=gt if with_gt else None,
+                  sample_id=f"{category}-{defect_type}-{i}")
+
+
+class ContrastScorer:
+    """Test double: |value - median| per used modality, max-fused; threshold 0.5."""
+
+    instances = []
+
+    def __init__(self, modalities):
+        self.modalities = modalities
+        self.taught = []
+        self.model_id = "contrast-test-double"
+        self.device = "cpu"
+        ContrastScorer.instances.append(self)
+
+    def teach(self, frames):
+        self.taught.append([f.stream for f in frames])
+
+    def detect(self, frame):
+        maps = {}
+        if "rgb" in self.modalities:
+            g = frame.rgb.astype(np.float32).mean(-1)
+            maps["rgb"] = np.clip(np.abs(g - np.median(g)) / 100.0, 0, 1)
+        if "sensor" in self.modalities:
+            maps["sensor"] = np.clip(np.abs(frame.sensor - np.median(frame.sensor)) / 4.0, 0, 1)
+        # As the detector does: unaligned modalities are not fused per pixel.
+        amap = (np.maximum.reduce(list(maps.values())) if frame.registered
+                else maps.get("rgb", next(iter(maps.values())))).astype(np.float32)
+        score = float(amap.max())
+        return Detection(anomaly_map=amap, pred_mask=amap > 0.5, pred_score=score,
+                         threshold=0.5, modality_scores={m: float(v.max())
+                                                         for m, v in maps.items()},
+                         modalities_present=frame.present, modality_maps=maps,
+                         timings_ms={"total": 1.0},
+                         rule_results=[{"name": "structure", "passed": True, "reason": "",
+                                        "score": 1.0}])
+
+
+@pytest.fixture
+def samples():
+    out = []
+    for c, cat in enumerate(("plate", "tile")):
+        out += [make_sample(100 * c + i, cat, "good", None) for i in range(6)]
+        out += [make_sample(100 * c + 10 + i, cat, "stain", "rgb") for i in range(3)]
+        out += [make_sample(100 * c + 20 + i, cat, "hot_spot", "sensor") for i in range(3)]
+    return out
+
+
+def test_perfect_separation_and_tables(samples):
+    rec = evaluate_samples(samples, ContrastScorer, progress_every=0, name="toy")
+    overall = rec["configs"]["all"]["overall"]
+    assert overall["n_samples"] == 24 and overall["n_good"] == 12
+    assert overall["image_auroc"] == 1.0
+    assert overall["pixel_auroc"] > 0.99
+    assert overall["aupro"] > 0.99
+    assert overall["false_alarm_rate"] == 0.0 and overall["miss_rate"] == 0.0
+    assert overall["report_valid_rate"] == 1.0
+    per_dt = rec["configs"]["all"]["per_defect_type"]
+    assert set(per_dt) == {"stain", "hot_spot"}
+    # A defect type is scored against the good parts of its categories: 6 + 6 good.
+    assert per_dt["stain"]["n_good"] == 12 and per_dt["stain"]["n_defective"] == 6
+    assert set(rec["configs"]["all"]["per_category"]) == {"plate", "tile"}
+
+
+def test_ablation_shows_which_modality_is_needed(samples):
+    rec = evaluate_samples(samples, ContrastScorer, ablate_modalities=True, progress_every=0)
+    assert set(rec["configs"]) == {"all", "without_rgb", "without_sensor"}
+    no_sensor = rec["configs"]["without_sensor"]["per_defect_type"]
+    no_rgb = rec["configs"]["without_rgb"]["per_defect_type"]
+    assert no_sensor["stain"]["image_auroc"] == 1.0
+    assert no_sensor["hot_spot"]["image_auroc"] < 0.8
+    assert no_rgb["hot_spot"]["image_auroc"] == 1.0
+    assert no_rgb["stain"]["image_auroc"] < 0.8
+
+
+def test_teach_mode_excludes_references_and_averages_draws(samples):
+    ContrastScorer.instances.clear()
+    rec = evaluate_samples(samples, ContrastScorer, references=2, draws=3, progress_every=0)
+    assert len(ContrastScorer.instances) == 3  # a fresh detector per draw
+    for det in ContrastScorer.instances:
+        assert sorted(det.taught) == [["plate", "plate"], ["tile", "tile"]]
+    overall = rec["configs"]["all"]["overall"]
+    assert overall["n_samples"] == 24 - 2 * 2 and overall["n_good"] == 8
+    assert len(rec["configs"]["all"]["draws"]) == 3
+    scored = [{r.index for r in draw} for draw in rec["runs"]["all"].draws]
+    assert all(len(s) == 20 for s in scored) and len({frozenset(s) for s in scored}) > 1
+    with pytest.raises(ValueError, match="needs at least 7"):
+        evaluate_samples(samples, ContrastScorer, references=7, progress_every=0)
+
+
+def test_pixel_metrics_skip_samples_without_gt_and_unregistered_fused_maps(samples):
+    samples[6] = make_sample(10, "plate", "stain", "rgb", with_gt=False)
+    # Unregistered: only the RGB modality map counts at pixel level.
+    samples[9] = make_sample(20, "plate", "hot_spot", "sensor", registered=False)
+    rec = evaluate_samples(samples, ContrastScorer, progress_every=0)
+    results = {r.index: r for r in rec["runs"]["all"].draws[0]}
+    assert results[6].anomaly_map is None and "no pixel ground truth" in \
+        results[6].pixel_skip_reason
+    assert results[9].anomaly_map.max() < 0.2  # the RGB map does not see a sensor defect
+    assert rec["configs"]["all"]["overall"]["n_pixel_gt"] == 23
+
+
+def test_outputs_written(samples, tmp_path):
+    rec = evaluate_samples(samples, ContrastScorer, ablate_modalities=True, progress_every=0,
+                           pixel_stride=2)
+    paths = write_outputs(rec, str(tmp_path))
+    data = json.loads(open(paths["metrics"]).read())
+    assert data["configs"]["all"]["overall"]["image_auroc"] == 1.0
+    assert data["protocol"]["pixel_stride"] == 2
+    md = open(paths["summary"]).read()
+    assert "| plate |" in md and "hot_spot" in md and "without_sensor" in md
+    for png in ("roc.png", "pro.png", "scores.png", "examples_misses.png",
+                "examples_false_alarms.png"):
+        p = tmp_path / png
+        assert p.exists() and p.stat().st_size > 5000
+        assert png in data["figures"]
+
+
+def test_degenerate_set_reports_reasons(tmp_path):
+    only_good = [make_sample(i, "plate", "good", None) for i in range(4)]
+    rec = evaluate_samples(only_good, ContrastScorer, progress_every=0)
+    auroc = rec["configs"]["all"]["overall"]["image_auroc"]
+    assert math.isnan(auroc) and "only good" in auroc.reason
+    paths = write_outputs(rec, str(tmp_path))
+    data = json.loads(open(paths["metrics"]).read())
+    assert data["configs"]["all"]["overall"]["image_auroc"]["value"] is None
+    assert "only good" in open(paths["summary"]).read()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="no samples"):
+        evaluate_samples([], ContrastScorer)
+    with pytest.raises(ValueError, match="draws"):
+        evaluate_samples([make_sample(0, "p", "good", None)], ContrastScorer, draws=0)
+
+
+def test_cli_rejects_missing_bag(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["offline", str(tmp_path / "nope.mcap"), "--out", str(tmp_path / "o")])
+    assert e.value.code != 0
+    assert "nope.mcap" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "o" / "metrics.json")

@@ -1,0 +1,463 @@
+"""Detector: Frame -> Detection.
+
+Stages (each timed): preprocess (modality images) -> geometry (cloud -> maps) -> features
+(backbone) -> scoring (mutual scores against the stream's memory, calibration, fusion) ->
+grounding (two-hop: slots selected by defect sentences, gated decoder) -> postprocess (mask,
+regions, hypotheses, memory update) -> report (structured report + executable rules).
+See docs/DETECTOR.md for the method.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from . import scoring as sc
+from .backbones import (ModelLoadError, load_backbone, select_device, sensor_image,
+                        to_three_channels, WEIGHTS_DIR)
+from .frame import (GEOMETRY, MODALITIES, RGB, SENSOR, SENSOR_TYPES, DefectRegion, Detection,
+                    Frame, Hypothesis)
+from .geometry import centroid_3d, geometry_maps
+from .prompts import UNKNOWN_TYPE, sentence_bank, state_prompts
+
+__all__ = ["ModelLoadError", "DetectorConfig", "Detector"]
+
+GROUNDING_WEIGHTS = WEIGHTS_DIR / "grounding.safetensors"
+
+
+@dataclass
+class DetectorConfig:
+    backbone: str = "builtin"       # 'builtin' | transformers hub id | local checkpoint dir
+    device: str = "auto"            # 'auto' | 'cpu' | 'cuda' | 'cuda:N'; fp16 on CUDA
+    image_size: int = 256
+    memory_size: int = 16           # parts in the rolling per-stream memory
+    threshold: Optional[float] = None  # fixed decision threshold on pred_score; None -> calibrated
+    target_false_alarm_rate: float = 0.01
+    min_region_area_px: int = 16
+    modalities: tuple = ("rgb", "sensor", "geometry")
+    grounding: bool = True
+    grounding_weights: Optional[str] = None  # None -> shipped file
+    text_encoder: str = "minilm"    # 'minilm' | 'backbone' | local sentence-transformers dir
+    #: parts of stream history before the stream's own statistics calibrate scores
+    min_history: int = 5
+    #: fraction of memory parts averaged in mutual scoring (lowest per-part distances)
+    mutual_fraction: float = 0.3
+    #: weight of the grounding fine mask in the anomaly map (0 = scoring map only)
+    grounding_weight: float = 0.5
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DetectorConfig":
+        """Build from a dict (e.g. ROS parameters): None values are ignored (defaults kept),
+        unknown keys are refused with a clear error."""
+        if d is None:
+            return cls()
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown detector config key(s) {unknown}; known: {sorted(names)}")
+        kw = {k: v for k, v in d.items() if v is not None}
+        if "modalities" in kw:
+            kw["modalities"] = tuple(kw["modalities"])
+        cfg = cls(**kw)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        bad = [m for m in self.modalities if m not in MODALITIES]
+        if bad or not self.modalities:
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got "
+                             f"{self.modalities}")
+        if not 32 <= int(self.image_size) <= 1024:
+            raise ValueError(f"image_size must be in [32, 1024], got {self.image_size}")
+        if int(self.memory_size) < 1:
+            raise ValueError(f"memory_size must be >= 1, got {self.memory_size}")
+        if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1] or None, got {self.threshold}")
+        if not 0.0 < float(self.target_false_alarm_rate) < 0.5:
+            raise ValueError("target_false_alarm_rate must be in (0, 0.5)")
+        if not 0.0 <= float(self.grounding_weight) <= 1.0:
+            raise ValueError("grounding_weight must be in [0, 1]")
+
+
+_TEXT_CACHE: Dict[tuple, object] = {}
+
+
+def _sentence_encoder(spec: str, device, backbone):
+    from .text import SentenceEncoder
+
+    if spec == "backbone":
+        return SentenceEncoder("backbone", device, backbone)
+    key = (spec, str(device))
+    if key not in _TEXT_CACHE:  # the encoder is read-only: one per process is enough
+        _TEXT_CACHE[key] = SentenceEncoder(spec, device)
+    return _TEXT_CACHE[key]
+
+
+class Detector:
+    """Zero-shot grounded multimodal anomaly detector. Keeps, per stream, a rolling memory of
+    recent normal parts per modality, the history of their scores and the taught references."""
+
+    def __init__(self, config: Optional[DetectorConfig] = None):
+        self.config = config or DetectorConfig()
+        self.config.validate()
+        self.device = select_device(self.config.device)
+        self.backbone = load_backbone(self.config.backbone, self.device)
+        self.model_id = self.backbone.model_id
+        self._threshold_override: Optional[float] = None
+        self._streams: Dict[str, Dict[str, sc.ModalityState]] = {}
+        self._language = None
+        if self.backbone.has_text:
+            normal, anomalous = state_prompts("object")
+            self._language = (self.backbone.encode_text(normal),
+                              self.backbone.encode_text(anomalous))
+        self.grounding = None
+        if self.config.grounding:
+            from .grounding import NORMAL_SENTENCES, load_grounding
+
+            path = Path(self.config.grounding_weights or GROUNDING_WEIGHTS).expanduser()
+            self.grounding, self.grounding_meta = load_grounding(path, self.device)
+            self.text = _sentence_encoder(self.config.text_encoder, self.device, self.backbone)
+            if self.text.dim != self.grounding.text_dim:
+                raise ModelLoadError(
+                    f"grounding weights {path} expect {self.grounding.text_dim}-d sentences but "
+                    f"text encoder {self.config.text_encoder!r} gives {self.text.dim}-d")
+            self.sentences, self.sentence_types = sentence_bank()
+            self._defect_text = self.text.encode(self.sentences)
+            self._normal_text = self.text.encode(NORMAL_SENTENCES)
+            self.model_id += f"+grounding:{path.name}"
+
+    # ---------------------------------------------------------------------------------------
+    # public API
+    # ---------------------------------------------------------------------------------------
+    def set_threshold(self, value: Optional[float]) -> None:
+        """Fix the decision threshold on pred_score (in [0, 1]); None -> back to config /
+        calibrated."""
+        if value is not None and not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1] or None, got {value}")
+        self._threshold_override = None if value is None else float(value)
+
+    def reset(self, stream: Optional[str] = None) -> None:
+        """Forget memory, history and taught references of one stream (or of all)."""
+        if stream is None:
+            self._streams.clear()
+        else:
+            self._streams.pop(stream, None)
+
+    def threshold_for(self, stream: str = "default") -> float:
+        if self._threshold_override is not None:
+            return self._threshold_override
+        if self.config.threshold is not None:
+            return float(self.config.threshold)
+        n = len(self.config.modalities)
+        return sc.squash(sc.calibrated_threshold(self.config.target_false_alarm_rate, n))
+
+    @torch.inference_mode()
+    def teach(self, frames: List[Frame]) -> None:
+        """Seed memory and calibrate from 1..8 known-good parts (of one stream).
+
+        Each reference is scored against the others (leave-one-out); the median / MAD of those
+        scores calibrate each modality. The references stay in memory (never rotated out)."""
+        if not 1 <= len(frames) <= 8:
+            raise ValueError(f"teach needs 1..8 known-good frames, got {len(frames)}")
+        streams = {f.stream for f in frames}
+        if len(streams) != 1:
+            raise ValueError(f"teach frames must belong to one stream, got {sorted(streams)}")
+        stream = frames[0].stream
+        feats = [self._features(self._validate(f), {})[0] for f in frames]
+        self.reset(stream)
+        state = self._stream(stream)
+        for m in self.config.modalities:
+            have = [fm[m] for fm in feats if m in fm]
+            if not have:
+                continue
+            st = state[m]
+            st.pinned = [f.flatten(1).T.contiguous() for f in have]
+            raw = []
+            for i, f in enumerate(have):
+                others = [g for j, g in enumerate(st.pinned) if j != i]
+                if not others:  # one reference: compare it with itself shifted by one patch
+                    others = [torch.roll(f, shifts=(1, 1), dims=(1, 2)).flatten(1).T]
+                q = f.flatten(1).T
+                r = sc.mutual_score(q, torch.stack(others), self.config.mutual_fraction)
+                raw.append(float(sc.topk_mean(r)))
+            st.taught = sc.ScoreStats.of_scores(raw)
+            st.raw_scores.clear()
+
+    def detect(self, frame: Frame, update_memory: bool = True) -> Detection:
+        with torch.inference_mode():
+            return self._detect(frame, update_memory)
+
+    # ---------------------------------------------------------------------------------------
+    # internals
+    # ---------------------------------------------------------------------------------------
+    def _stream(self, stream: str) -> Dict[str, sc.ModalityState]:
+        if stream not in self._streams:
+            self._streams[stream] = {m: sc.ModalityState(memory=deque(
+                maxlen=self.config.memory_size)) for m in MODALITIES}
+        return self._streams[stream]
+
+    @staticmethod
+    def _validate(frame: Frame) -> Frame:
+        if not isinstance(frame, Frame):
+            raise TypeError(f"detect expects a Frame, got {type(frame).__name__}")
+        if frame.rgb is not None:
+            a = np.asarray(frame.rgb)
+            if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] < 8 or a.shape[1] < 8:
+                raise ValueError(f"frame.rgb must be (H, W, 3), got {a.shape}")
+        if frame.sensor is not None:
+            a = np.asarray(frame.sensor)
+            if a.ndim == 3 and a.shape[2] == 1:
+                a = a[..., 0]
+            if a.ndim != 2 or min(a.shape) < 8:
+                raise ValueError(f"frame.sensor must be (H, W), got {a.shape}")
+            if frame.sensor_type not in SENSOR_TYPES:
+                raise ValueError(f"frame.sensor_type must be one of {SENSOR_TYPES}, got "
+                                 f"{frame.sensor_type!r}")
+        if frame.points is not None:
+            a = np.asarray(frame.points)
+            if not ((a.ndim == 3 and a.shape[2] == 3) or (a.ndim == 2 and a.shape[1] == 3)):
+                raise ValueError(f"frame.points must be (H, W, 3) or (N, 3), got {a.shape}")
+            if a.ndim == 2 and frame.intrinsics is None:
+                raise ValueError("an unorganized cloud (N, 3) needs frame.intrinsics")
+        return frame
+
+    def _images(self, frame: Frame, timings: dict) -> Dict[str, torch.Tensor]:
+        """Modality images (3, S, S) in [0, 1] for the modalities in use and present."""
+        S = int(self.config.image_size)
+        use = [m for m in self.config.modalities if frame.present[m]]
+        t0 = time.perf_counter()
+        images = {}
+        if RGB in use:
+            rgb = np.asarray(frame.rgb)
+            if rgb.dtype != np.uint8:
+                rgb = np.clip(np.nan_to_num(rgb.astype(np.float32)), 0, 1)
+            images[RGB] = to_three_channels(rgb, S)
+        if SENSOR in use:
+            images[SENSOR] = to_three_channels(sensor_image(frame.sensor, frame.sensor_type), S)
+        timings["preprocess"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        if GEOMETRY in use:
+            intr = frame.intrinsics
+            geo = geometry_maps(frame.points, intr, (S, S), device=self.device)
+            if not bool(geo.valid.any()):
+                raise ValueError("frame.points has no valid point (all NaN / non-positive depth)")
+            images[GEOMETRY] = geo.as_image()
+        timings["geometry"] = (time.perf_counter() - t0) * 1e3
+        return images
+
+    def _features(self, frame: Frame, timings: dict):
+        images = self._images(frame, timings)
+        t0 = time.perf_counter()
+        feats = {}
+        if images:
+            names = list(images)
+            batch = torch.stack([images[m].to(self.device) for m in names])
+            f = sc.local_aggregate(self.backbone.features(batch).float(), 3)
+            feats = {m: f[i] for i, m in enumerate(names)}
+        if self._language is not None and RGB in images:
+            emb = self.backbone.patch_embeddings(images[RGB][None].to(self.device))[0]
+            feats["rgb:language"] = sc.language_map(emb, *self._language)
+        timings["features"] = (time.perf_counter() - t0) * 1e3
+        return feats, images
+
+    def _detect(self, frame: Frame, update_memory: bool) -> Detection:
+        t_start = time.perf_counter()
+        timings: Dict[str, float] = {}
+        frame = self._validate(frame)
+        H, W = frame.shape
+        present = {m: bool(frame.present[m]) for m in MODALITIES}
+        threshold = self.threshold_for(frame.stream)
+        feats, images = self._features(frame, timings)
+        used = [m for m in self.config.modalities if m in images]
+        if not used:
+            det = Detection(anomaly_map=np.zeros((H, W), np.float32),
+                            pred_mask=np.zeros((H, W), bool), pred_score=0.0,
+                            threshold=threshold, modality_scores={},
+                            modalities_present=present, timings_ms=timings,
+                            model_id=self.model_id, confident=False)
+            return self._finish(det, frame, timings, t_start)
+
+        # ---- scoring -------------------------------------------------------------------
+        t0 = time.perf_counter()
+        state = self._stream(frame.stream)
+        cmaps: Dict[str, torch.Tensor] = {}
+        cscores: Dict[str, float] = {}
+        raw_scores: Dict[str, float] = {}
+        confident = True
+        for m in used:
+            f = feats[m]
+            C, h, w = f.shape
+            st = state[m]
+            mem = st.memory_tensor()
+            if mem is None:
+                raw = sc.intra_image_score(f)
+                confident = False
+            else:
+                raw = sc.mutual_score(f.flatten(1).T, mem, self.config.mutual_fraction)
+                raw = raw.reshape(h, w)
+            stats = st.score_stats(self.config.min_history)
+            if stats is None:
+                stats = sc.cold_start_stats(raw)
+                confident = False
+            raw_scores[m] = float(sc.topk_mean(raw))
+            cmap = (raw - stats.loc) / stats.scale
+            if m == RGB and "rgb:language" in feats:
+                cmap = torch.maximum(cmap, self._language_cmap(feats["rgb:language"], state,
+                                                               frame.stream))
+            cmaps[m] = cmap
+            cscores[m] = float(sc.topk_mean(cmap))
+        c = max(cscores.values())
+        pred_score = sc.squash(c)
+        # Maps on the RGB grid; smoothing by a Gaussian of about half a patch.
+        full = {m: self._upsample(cm, (H, W)) for m, cm in cmaps.items()}
+        if frame.registered:
+            fused = torch.stack(list(full.values())).max(0).values
+        else:  # modalities not aligned: only the RGB map means something at pixel level
+            fused = full[RGB] if RGB in full else full[used[0]]
+        score_map = sc.squash(fused)
+        modality_maps = {m: sc.squash(v).cpu().numpy().astype(np.float32) for m, v in full.items()}
+        timings["scoring"] = (time.perf_counter() - t0) * 1e3
+
+        # ---- grounding ------------------------------------------------------------------
+        t0 = time.perf_counter()
+        ground = None
+        anomaly_map = score_map
+        if self.grounding is not None:
+            from .grounding import build_evidence
+
+            grid = next(iter(cmaps.values())).shape
+            squashed = {m: sc.squash(v) for m, v in cmaps.items()}
+            if not frame.registered:  # unaligned maps cannot be fused per pixel
+                keep = RGB if RGB in squashed else used[0]
+                squashed = {keep: squashed[keep]}
+            ev = build_evidence(squashed, images, grid)
+            ground = self.grounding(ev[None], self._defect_text, self._normal_text)
+            fine = F.interpolate(ground.fine[:, None], size=(H, W), mode="bilinear",
+                                 align_corners=False)[0, 0]
+            a = self.config.grounding_weight
+            # Geometric blend: the fine mask reshapes the evidence but cannot create a peak
+            # where the calibrated scores saw nothing.
+            anomaly_map = score_map.clamp_min(1e-6) ** (1 - a) * fine.clamp_min(1e-6) ** a
+        timings["grounding"] = (time.perf_counter() - t0) * 1e3
+
+        # ---- postprocess ----------------------------------------------------------------
+        t0 = time.perf_counter()
+        amap = anomaly_map.float().cpu().numpy().astype(np.float32)
+        is_anom = pred_score >= threshold
+        mask = (amap >= threshold) if is_anom else np.zeros((H, W), bool)
+        mask = self._clean(mask)
+        regions, hyps = self._regions(mask, amap, modality_maps, threshold, frame, ground,
+                                      used)
+        if update_memory:
+            for m in used:
+                st = state[m]
+                st.raw_scores.append(raw_scores[m])
+                # Admit normal-looking parts only (a defective part would teach the memory that
+                # its defect is normal); bootstrap an empty memory with care: the first parts are
+                # admitted while the memory holds fewer than 2, their scores being uncalibrated.
+                if not is_anom or (not st.pinned and len(st.memory) < 2):
+                    cap = max(1, self.config.memory_size - len(st.pinned))
+                    if st.memory.maxlen != cap:
+                        st.memory = deque(st.memory, maxlen=cap)
+                    st.memory.append(feats[m].flatten(1).T.contiguous())
+        timings["postprocess"] = (time.perf_counter() - t0) * 1e3
+        det = Detection(anomaly_map=np.clip(amap, 0, 1), pred_mask=mask,
+                        pred_score=float(pred_score), threshold=float(threshold),
+                        modality_scores={m: float(sc.squash(v)) for m, v in cscores.items()},
+                        modalities_present=present, regions=regions, hypotheses=hyps,
+                        modality_maps=modality_maps, timings_ms=timings,
+                        model_id=self.model_id, confident=confident)
+        return self._finish(det, frame, timings, t_start)
+
+    def _language_cmap(self, lmap: torch.Tensor, state, stream: str) -> torch.Tensor:
+        """Calibrate the WinCLIP-style language map like a modality map (own stats, stored
+        under a private key of the stream state)."""
+        st = self._streams[stream].setdefault("rgb:language", sc.ModalityState(memory=deque()))
+        stats = st.score_stats(self.config.min_history) or sc.cold_start_stats(lmap)
+        st.raw_scores.append(float(sc.topk_mean(lmap)))
+        return (lmap - stats.loc) / stats.scale
+
+    def _upsample(self, m: torch.Tensor, size: tuple) -> torch.Tensor:
+        up = F.interpolate(m[None, None].float(), size=size, mode="bilinear",
+                           align_corners=False)[0, 0]
+        sigma = max(1.0, 0.5 * size[0] / m.shape[0])
+        k = int(2 * round(2 * sigma) + 1)
+        x = torch.arange(k, device=up.device, dtype=torch.float32) - k // 2
+        g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+        g = g / g.sum()
+        up = F.conv2d(F.pad(up[None, None], (k // 2, k // 2, 0, 0), mode="replicate"),
+                      g.view(1, 1, 1, k))
+        up = F.conv2d(F.pad(up, (0, 0, k // 2, k // 2), mode="replicate"), g.view(1, 1, k, 1))
+        return up[0, 0]
+
+    def _clean(self, mask: np.ndarray) -> np.ndarray:
+        if not mask.any():
+            return mask
+        lab, n = ndimage.label(mask)
+        if n == 0:
+            return mask
+        areas = ndimage.sum_labels(mask, lab, index=np.arange(1, n + 1))
+        keep = np.zeros(n + 1, bool)
+        keep[1:] = areas >= self.config.min_region_area_px
+        return keep[lab]
+
+    def _regions(self, mask, amap, modality_maps, threshold, frame, ground, used):
+        regions: List[DefectRegion] = []
+        hyps: List[Hypothesis] = []
+        if not mask.any():
+            return regions, hyps
+        lab, n = ndimage.label(mask)
+        H, W = mask.shape
+        for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+            reg = lab == i
+            ys, xs = np.nonzero(reg)
+            conf = float(amap[reg].max())
+            mods = [m for m in used if m in modality_maps and
+                    float(modality_maps[m][reg].max()) >= threshold]
+            if not frame.registered:  # only the RGB map is on this grid
+                mods = [m for m in mods if m == RGB] or [max(
+                    modality_maps, key=lambda k: float(modality_maps[k].max()))]
+            dtype, hyp = UNKNOWN_TYPE, None
+            if ground is not None:
+                gh, gw = ground.attention.shape[-2:]
+                small = F.interpolate(torch.from_numpy(reg.astype(np.float32))[None, None],
+                                      size=(gh, gw), mode="area")[0, 0].to(self.device)
+                if small.sum() > 0:
+                    sims = self.grounding.region_sentence_scores(ground, small, self._defect_text)
+                    j = int(sims.argmax())
+                    dtype = self.sentence_types[j]
+                    hyp = Hypothesis(sentence=self.sentences[j], defect_type=dtype,
+                                     similarity=float(sims[j]),
+                                     slot=int((ground.attention[0] * small[None]).sum((1, 2))
+                                              .argmax()))
+                    hyps.append(hyp)
+            frac = len(ys) / float(H * W)
+            severity = ("critical" if conf >= 0.95 and frac >= 0.02 else
+                        "major" if conf >= 0.8 or frac >= 0.01 else "minor")
+            c3d = centroid_3d(frame.points, reg, frame.intrinsics) \
+                if frame.points is not None and frame.registered else None
+            regions.append(DefectRegion(
+                defect_type=dtype, confidence=conf,
+                bbox_xywh=(int(sl[1].start), int(sl[0].start), int(sl[1].stop - sl[1].start),
+                           int(sl[0].stop - sl[0].start)),
+                area_px=int(len(ys)), centroid_px=(float(xs.mean()), float(ys.mean())),
+                centroid_3d=c3d, modalities=mods, severity=severity))
+        return regions, hyps
+
+    def _finish(self, det: Detection, frame: Frame, timings: dict, t_start: float) -> Detection:
+        t0 = time.perf_counter()
+        from .report import finalize_report
+
+        det.report, det.rule_results = finalize_report(
+            det, frame, min_region_area_px=self.config.min_region_area_px)
+        timings["report"] = (time.perf_counter() - t0) * 1e3
+        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        return det

@@ -1,0 +1,178 @@
+"""Zero-shot scoring: streaming mutual scoring against a rolling memory, cold-start intra-image
+scoring, language scores, per-modality calibration, fusion and threshold calibration.
+
+Units. A raw modality map is a patch distance; its raw image score is the mean of its top 1 %.
+Both are calibrated by the same affine map c = (raw - loc) / scale, where loc / scale are the
+median / MAD of the raw image scores of normal parts (taught references' leave-one-out scores, or
+the stream's own history under a normal-majority assumption). Normal parts then score about
+N(0, 1) in every modality, so modalities become comparable; fusion takes the max over modalities
+so an uninformative modality cannot pull the fused score below the best one. ``squash`` maps c to
+[0, 1].
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Deque, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import norm
+
+#: c value that squash() maps to 0.5, and its temperature.
+SQUASH_CENTER = 3.0
+SQUASH_SCALE = 1.0
+
+
+def squash(c):
+    """Calibrated score (normal ~ N(0, 1)) -> [0, 1]; monotone, 0.5 at c = SQUASH_CENTER."""
+    if torch.is_tensor(c):
+        return torch.sigmoid((c - SQUASH_CENTER) / SQUASH_SCALE)
+    return 1.0 / (1.0 + math.exp(-(float(c) - SQUASH_CENTER) / SQUASH_SCALE))
+
+
+def unsquash(p: float) -> float:
+    p = min(max(float(p), 1e-6), 1 - 1e-6)
+    return SQUASH_CENTER + SQUASH_SCALE * math.log(p / (1 - p))
+
+
+def local_aggregate(feat: torch.Tensor, r: int = 3) -> torch.Tensor:
+    """Average each patch feature with its r x r neighbours (MuSc's neighbourhood aggregation):
+    tolerance to small shifts between parts. feat (B, C, h, w) -> same shape."""
+    if r <= 1:
+        return feat
+    return F.avg_pool2d(feat, r, stride=1, padding=r // 2, count_include_pad=False)
+
+
+def mutual_score(query: torch.Tensor, memory: torch.Tensor, fraction: float = 0.3,
+                 chunk: int = 8) -> torch.Tensor:
+    """MuSc-style mutual score of each query patch against memory parts.
+
+    query: (P, C); memory: (M, Q, C). For each memory part the nearest-patch distance is taken;
+    the per-part minima are then averaged over the lowest ``ceil(fraction * M)`` parts. A normal
+    patch finds a match in most parts; a defect that appears in a few memory parts only lowers a
+    few of the minima, which the average over the lowest fraction dilutes (no poisoning).
+    Returns (P,) float32 distances.
+    """
+    M = memory.shape[0]
+    if M == 0:
+        raise ValueError("mutual_score needs at least one memory part")
+    mins = []
+    q = query.float()
+    for i in range(0, M, chunk):
+        d = torch.cdist(q[None].expand(min(chunk, M - i), -1, -1), memory[i:i + chunk].float())
+        mins.append(d.min(dim=2).values)  # (m, P)
+    mins = torch.cat(mins, 0)
+    k = max(1, math.ceil(fraction * M))
+    return mins.topk(k, dim=0, largest=False).values.mean(0)
+
+
+def intra_image_score(feat: torch.Tensor, min_offset: float = 0.25, k_frac: float = 0.02
+                      ) -> torch.Tensor:
+    """Cold-start score with no memory: each patch against the patches of the SAME image that lie
+    at least ``min_offset`` of the image size away (so a defect cannot match itself), averaging
+    the distances to the ``k_frac`` nearest of them. Works for textured or repetitive parts; a
+    structured part may look anomalous, which is why cold-start detections are not confident.
+    feat: (C, h, w) -> (h, w) float32.
+    """
+    C, h, w = feat.shape
+    x = feat.reshape(C, -1).T.float()
+    yy, xx = torch.meshgrid(torch.arange(h, device=feat.device), torch.arange(w, device=feat.device),
+                            indexing="ij")
+    pos = torch.stack([yy.flatten() / h, xx.flatten() / w], 1).float()
+    near = torch.cdist(pos, pos) < min_offset
+    d = torch.cdist(x, x)
+    d = d.masked_fill(near, float("inf"))
+    k = max(1, int(k_frac * h * w))
+    vals = d.topk(k, dim=1, largest=False).values
+    vals = torch.where(torch.isfinite(vals), vals, torch.zeros_like(vals))
+    return vals.mean(1).reshape(h, w)
+
+
+def language_map(patch_emb: torch.Tensor, normal_text: torch.Tensor,
+                 anomalous_text: torch.Tensor, temperature: float = 100.0) -> torch.Tensor:
+    """WinCLIP-style zero-shot map: probability of the 'anomalous' state per patch.
+
+    patch_emb (D, h, w) normalised; *_text (N, D) normalised prompt embeddings, averaged into one
+    prototype per state. Returns (h, w) in [0, 1]."""
+    protos = F.normalize(torch.stack([F.normalize(normal_text.mean(0), dim=0),
+                                      F.normalize(anomalous_text.mean(0), dim=0)]), dim=1)
+    logits = temperature * torch.einsum("dhw,sd->shw", patch_emb.float(), protos.float())
+    return logits.softmax(0)[1]
+
+
+def topk_mean(x: torch.Tensor, frac: float = 0.01) -> torch.Tensor:
+    """Mean of the top ``frac`` of the values (robust image-level score from a map)."""
+    flat = x.flatten()
+    k = max(1, int(round(frac * flat.numel())))
+    return flat.topk(k).values.mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ScoreStats:
+    """Image-level calibration: c = (s - loc) / scale, normal parts ~ N(0, 1)."""
+
+    loc: float
+    scale: float
+
+    @staticmethod
+    def of_scores(scores, min_rel_scale: float = 0.05, min_abs_scale: float = 0.01
+                  ) -> "ScoreStats":
+        """Median and MAD (x 1.4826, a consistent sigma estimate under a normal majority). With
+        fewer than 6 values the MAD is unstable, so the sample std is used when larger. The floor
+        (a fraction of the location) keeps a few references that happen to agree closely from
+        producing a hair-trigger scale; the absolute floor (patch features are unit-norm groups,
+        distances lie in [0, 2]) does the same for a featureless modality whose normal distances
+        are all near zero."""
+        s = np.asarray(scores, dtype=np.float64)
+        loc = float(np.median(s))
+        mad = 1.4826 * float(np.median(np.abs(s - loc)))
+        if 2 <= len(s) < 6:
+            mad = max(mad, float(np.std(s, ddof=1)))
+        return ScoreStats(loc, max(mad, min_rel_scale * abs(loc), min_abs_scale))
+
+
+def calibrated_threshold(target_false_alarm_rate: float, n_modalities: int) -> float:
+    """Threshold on the fused calibrated score c for a target false-alarm rate per part.
+
+    Each modality's c is ~N(0, 1) on normal parts and the fusion takes the max over modalities,
+    so each one gets a share of the rate (Bonferroni): t = Phi^-1(1 - rate / n)."""
+    rate = min(max(float(target_false_alarm_rate), 1e-6), 0.5)
+    return float(norm.ppf(1.0 - rate / max(1, n_modalities)))
+
+
+@dataclass
+class ModalityState:
+    """Per stream, per modality: rolling memory of patch features and raw score history."""
+
+    memory: Deque[torch.Tensor]
+    pinned: List[torch.Tensor] = field(default_factory=list)  # taught references, never rotated
+    raw_scores: Deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    taught: Optional[ScoreStats] = None
+
+    def memory_tensor(self) -> Optional[torch.Tensor]:
+        parts = list(self.pinned) + list(self.memory)
+        return torch.stack(parts) if parts else None
+
+    def score_stats(self, min_history: int) -> Optional[ScoreStats]:
+        """Taught references first, else the stream's own history (normal-majority
+        assumption), else None (cold start)."""
+        if self.taught is not None:
+            return self.taught
+        if len(self.raw_scores) >= min_history:
+            return ScoreStats.of_scores(list(self.raw_scores))
+        return None
+
+
+def cold_start_stats(raw: torch.Tensor) -> ScoreStats:
+    """Stats from the part itself when nothing else exists: its 99th percentile as location and
+    half its (99th percentile - median) as scale, so only a peak standing well clear of the
+    part's own upper tail scores high. Detections made this way are marked not confident."""
+    v = raw.flatten().float()
+    med, q99 = float(v.median()), float(torch.quantile(v, 0.99))
+    return ScoreStats(q99, max((q99 - med) / 2, 1e-4))

@@ -1,0 +1,65 @@
+"""Build the bundled replay bag `zsg_iad_ros/resources/sample_replay/` (deterministic).
+
+    python -m zsg_iad_ros.data.make_sample_replay [--out DIR] [--size 160]
+
+Twelve procedural parts of two test categories of one X-ray cell (gear, capsule), six per
+category in the order good, good, defect, good, defect, defect, so a streaming detector sees
+normal parts of a category before its first defect. Defects are held-out types
+(see `splits.py`), so nothing in the bag was seen in training. Images are 160x160 to keep
+the bag small (about 7 MB, mcap).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+from ..core.frame import Sample
+from .bags import bag_info, write_bag
+from .splits import split_defects
+from .synthetic import generate_sample
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "resources" / "sample_replay"
+CATEGORIES = ("gear", "capsule")
+ORDER = ("good", "good", 0, "good", 1, 2)  # ints index the category's held-out defects
+PREFERRED = {"gear": ("crack", "missing_part", "void"),
+             "capsule": ("misalignment", "bump", "contamination")}
+
+
+def replay_samples(size: int = 160) -> List[Sample]:
+    out = []
+    for c_i, cat in enumerate(CATEGORIES):
+        heldout = split_defects("test", cat)
+        defects = [d for d in PREFERRED[cat] if d in heldout]
+        for k, item in enumerate(ORDER):
+            defect = item if isinstance(item, str) else defects[item]
+            out.append(generate_sample(cat, defect, seed=9000 + 100 * c_i + k, size=size))
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--size", type=int, default=160)
+    args = p.parse_args(argv)
+    samples = replay_samples(args.size)
+    with tempfile.TemporaryDirectory() as tmp:
+        bag = Path(tmp) / args.out.name  # the bag file is named after its directory
+        write_bag(bag, samples, storage="mcap", rate_hz=2.0)
+        args.out.mkdir(parents=True, exist_ok=True)
+        for old in list(args.out.glob("*.mcap")) + [args.out / "metadata.yaml"]:
+            old.unlink(missing_ok=True)
+        for f in bag.iterdir():
+            shutil.move(str(f), args.out / f.name)
+    info = bag_info(args.out)
+    for s in samples:
+        print(f"{s.sample_id:45s} {s.description}")
+    print(f"wrote {len(samples)} parts to {args.out}: {info.bytes / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

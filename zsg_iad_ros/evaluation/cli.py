@@ -1,0 +1,125 @@
+"""`zsg-evaluate` (also `ros2 run zsg_iad_ros evaluate`): offline, live and real-data evaluation.
+
+  zsg-evaluate offline BAG [BAG...] --out DIR [--backbone builtin] [--references K --draws N]
+               [--ablate-modalities]
+  zsg-evaluate live BAG --rate 2.0 --out DIR
+  zsg-evaluate real --dataset mulsen|magnetic_tile --out DIR [--references K --draws N]
+
+Each writes metrics.json, summary.md and PNG figures into --out.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--backbone", default="builtin",
+                   help="'builtin' or a transformers hub id / local path")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--pixel-stride", type=int, default=1,
+                   help="subsample maps and masks by this stride for pixel metrics (memory)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    p.add_argument("--progress-every", type=int, default=25, help="progress line period")
+
+
+def _offline_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--references", type=int, default=0,
+                   help="teach mode: K known-good parts per category (excluded from scoring)")
+    p.add_argument("--draws", type=int, default=1, help="teach mode: draws of references")
+    p.add_argument("--seed", type=int, default=0, help="seed of the reference draws")
+    p.add_argument("--order-seed", type=int, default=None,
+                   help="shuffle the scoring order once with this seed (default: as recorded)")
+    p.add_argument("--ablate-modalities", action="store_true",
+                   help="also run without each modality present in the data")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zsg-evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    off = sub.add_parser("offline", help="read evaluation bags directly and run the detector")
+    off.add_argument("bags", nargs="+", help="bag folders or .mcap files with ground_truth")
+    _offline_args(off)
+
+    real = sub.add_parser("real", help="evaluate on the real samples (no bag needed)")
+    real.add_argument("--dataset", required=True, choices=("mulsen", "magnetic_tile"))
+    real.add_argument("--root", default=None, help="data folder (default: loader's default)")
+    real.add_argument("--categories", nargs="*", default=None, help="MulSen categories")
+    _offline_args(real)
+    real.set_defaults(order_seed=0)
+
+    live = sub.add_parser("live", help="replay a bag into the running inspection node")
+    live.add_argument("bag")
+    live.add_argument("--out", required=True)
+    live.add_argument("--rate", type=float, default=1.0, help="replay speed factor (2.0 = 2x)")
+    live.add_argument("--params-file", default=None,
+                      help="node parameters (YAML); default: the node's defaults")
+    live.add_argument("--spawn", action="store_true",
+                      help="start the node as a subprocess instead of in this process")
+    live.add_argument("--no-node", action="store_true",
+                      help="do not start a node: one is already running on the graph")
+    live.add_argument("--timeout", type=float, default=30.0,
+                      help="seconds to wait for outputs after the last input")
+    live.add_argument("--no-plots", action="store_true")
+    live.add_argument("--no-offline", action="store_true",
+                      help="skip the offline run of the same bag (score agreement)")
+    return parser
+
+
+def _check_paths(parser, paths: List[str]) -> None:
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        parser.error(f"bag not found: {', '.join(missing)}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("draws", "pixel_stride"):
+        if getattr(args, name, 1) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if getattr(args, "references", 0) < 0:
+        parser.error("--references must be >= 0")
+
+    from zsg_iad_ros.evaluation.summary import write_outputs
+
+    if args.command == "offline":
+        _check_paths(parser, args.bags)
+    if args.command in ("offline", "real"):
+        from zsg_iad_ros.evaluation.offline import (default_detector_factory, evaluate_bags,
+                                                    evaluate_samples)
+        factory = default_detector_factory(backbone=args.backbone, device=args.device)
+        kw = dict(references=args.references, draws=args.draws, seed=args.seed,
+                  order_seed=args.order_seed, ablate_modalities=args.ablate_modalities,
+                  pixel_stride=args.pixel_stride, progress_every=args.progress_every)
+        if args.command == "offline":
+            record = evaluate_bags(args.bags, factory, **kw)
+        else:
+            from zsg_iad_ros.data import real as real_data
+            if args.dataset == "mulsen":
+                samples = real_data.load_mulsen(root=args.root, categories=args.categories)
+            else:
+                samples = real_data.load_magnetic_tile(root=args.root)
+            record = evaluate_samples(samples, factory, name=args.dataset, **kw)
+        paths = write_outputs(record, args.out, plots=not args.no_plots)
+    else:
+        _check_paths(parser, [args.bag])
+        if args.rate <= 0:
+            parser.error("--rate must be > 0")
+        from zsg_iad_ros.evaluation.live import evaluate_live
+        record = evaluate_live(args.bag, rate=args.rate, params_file=args.params_file,
+                               spawn=args.spawn, start_node=not args.no_node,
+                               timeout_s=args.timeout, compare_offline=not args.no_offline)
+        paths = write_outputs(record, args.out, plots=not args.no_plots)
+    print(open(paths["summary"]).read())
+    print(f"wrote {args.out}/metrics.json, summary.md", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Per-sample results and the metric tables built from them (shared by offline and live runs)."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from zsg_iad_ros.evaluation import metrics as M
+
+
+@dataclass
+class SampleResult:
+    """What the detector said about one sample, next to its ground truth.
+
+    anomaly_map: (h, w) float32 on the RGB grid (subsampled by the run's pixel stride), or None
+                 when no map is usable at pixel level (see `offline.pixel_map`).
+    gt_mask:     (h, w) bool on the same grid, None when the sample has no pixel ground truth.
+    pred_mask:   (h, w) bool on the same grid, or None.
+    rgb:         (H, W, 3) uint8 kept only for the few samples shown in overlays.
+    """
+
+    index: int
+    sample_id: str
+    category: str
+    defect_type: str
+    label: int
+    pred_score: float
+    threshold: float
+    confident: bool = True
+    modality_scores: Dict[str, float] = field(default_factory=dict)
+    modalities_present: Dict[str, bool] = field(default_factory=dict)
+    timings_ms: Dict[str, float] = field(default_factory=dict)
+    rule_results: List[dict] = field(default_factory=list)
+    anomaly_map: Optional[np.ndarray] = None
+    gt_mask: Optional[np.ndarray] = None
+    pred_mask: Optional[np.ndarray] = None
+    pixel_skip_reason: str = ""
+    rgb: Optional[np.ndarray] = None
+
+    @property
+    def is_anomalous(self) -> bool:
+        """The published decision: pred_score >= threshold in force (False if undefined)."""
+        return bool(self.pred_score >= self.threshold)
+
+    @property
+    def margin(self) -> float:
+        return float(self.pred_score - self.threshold)
+
+
+# ---------------------------------------------------------------------------------------------
+# metric tables
+
+def compute_metrics(results: Sequence[SampleResult], latency: bool = True) -> Dict[str, object]:
+    """Image, pixel, decision and rule metrics of a set of results (values are `Metric`s)."""
+    labels = np.array([r.label for r in results], dtype=int)
+    scores = np.array([r.pred_score for r in results], dtype=np.float64)
+    with_px = [r for r in results if r.gt_mask is not None and r.anomaly_map is not None]
+    gts = [r.gt_mask for r in with_px]
+    maps = [r.anomaly_map for r in with_px]
+    out: Dict[str, object] = {
+        "n_samples": len(results),
+        "n_good": int((labels == 0).sum()),
+        "n_defective": int((labels == 1).sum()),
+        "n_pixel_gt": len(with_px),
+        "image_auroc": M.image_auroc(labels, scores),
+        "image_f1_max": M.image_f1_max(labels, scores),
+        "pixel_auroc": M.pixel_auroc(gts, maps),
+        "pixel_f1_max": M.pixel_f1_max(gts, maps),
+        "aupro": M.aupro(gts, maps),
+    }
+    out.update(M.decision_rates(labels, [r.is_anomalous for r in results],
+                                unknown=[not r.confident for r in results]))
+    checks = [c for r in results for c in r.rule_results]
+    per_rule: Dict[str, List[bool]] = {}
+    for c in checks:
+        per_rule.setdefault(str(c.get("name", "?")), []).append(bool(c.get("passed", False)))
+    with_rules = [r for r in results if r.rule_results]
+    out["report_valid_rate"] = (
+        M.Metric(np.mean([all(c.get("passed", False) for c in r.rule_results)
+                          for r in with_rules]))
+        if with_rules else M.Metric.nan("no rule results"))
+    out["rule_pass_rates"] = {k: M.Metric(np.mean(v)) for k, v in sorted(per_rule.items())}
+    if latency:
+        out["latency_ms"] = M.latency_percentiles(r.timings_ms for r in results)
+    return out
+
+
+def grouped_metrics(results: Sequence[SampleResult]) -> Dict[str, Dict[str, Dict[str, object]]]:
+    """Metrics per category, and per defect type (that type vs the good parts of the categories
+    where it occurs)."""
+    by_cat: Dict[str, List[SampleResult]] = {}
+    for r in results:
+        by_cat.setdefault(r.category, []).append(r)
+    per_category = {c: compute_metrics(rs, latency=False) for c, rs in sorted(by_cat.items())}
+    per_defect = {}
+    defect_types = sorted({r.defect_type for r in results if r.label == 1})
+    for dt in defect_types:
+        cats = {r.category for r in results if r.label == 1 and r.defect_type == dt}
+        subset = [r for r in results
+                  if (r.label == 1 and r.defect_type == dt)
+                  or (r.label == 0 and r.category in cats)]
+        per_defect[dt] = compute_metrics(subset, latency=False)
+    return {"per_category": per_category, "per_defect_type": per_defect}
+
+
+def average_metrics(runs: Sequence[dict]) -> dict:
+    """Mean over draws of nested metric dicts (NaN-aware; a value NaN in every draw keeps the
+    first draw's reason). Counts are kept from the first draw."""
+    first = runs[0]
+    if len(runs) == 1:
+        return first
+    out = {}
+    for key, value in first.items():
+        values = [r.get(key) for r in runs if key in r]
+        if isinstance(value, dict):
+            out[key] = average_metrics([v for v in values if isinstance(v, dict)])
+        elif isinstance(value, M.Metric):
+            arr = np.array([float(v) for v in values], dtype=np.float64)
+            finite = arr[~np.isnan(arr)]
+            out[key] = M.Metric(finite.mean()) if finite.size else M.Metric.nan(value.reason)
+        elif isinstance(value, float) and not isinstance(value, bool):
+            out[key] = float(np.nanmean(values))
+        else:
+            out[key] = value
+    return out
+
+
+def spread_over_draws(runs: Sequence[dict], keys=("image_auroc", "pixel_auroc", "aupro")) -> dict:
+    """Standard deviation over draws of a few headline metrics ({} for a single draw)."""
+    if len(runs) < 2:
+        return {}
+    out = {}
+    for k in keys:
+        v = np.array([float(r[k]) for r in runs if k in r])
+        v = v[~np.isnan(v)]
+        if v.size:
+            out[k] = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return out
+
+
+def to_json(obj):
+    """Nested metrics -> JSON-safe values (NaN `Metric`s become {"value": null, "reason": ...})."""
+    if isinstance(obj, M.Metric):
+        return obj.to_json()
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return None if math.isnan(obj) else float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# progress
+
+class Progress:
+    """Prints one line every `every` items with rate and ETA (to stderr; `every=0` is silent)."""
+
+    def __init__(self, total: Optional[int], label: str, every: int = 25, stream=None):
+        self.total, self.label, self.every = total, label, every
+        self.stream = stream if stream is not None else sys.stderr
+        self.count = 0
+        self.t0 = time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.count += n
+        if self.every and (self.count % self.every == 0 or self.count == self.total):
+            print(self.line(), file=self.stream, flush=True)
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.t0
+        rate = self.count / elapsed if elapsed > 0 else float("inf")
+        if self.total:
+            eta = (self.total - self.count) / rate if rate > 0 else float("nan")
+            return (f"[{self.label}] {self.count}/{self.total} samples, {rate:.2f} samples/s, "
+                    f"ETA {eta:.0f} s")
+        return f"[{self.label}] {self.count} samples, {rate:.2f} samples/s"
+
+
+def iter_with_progress(items: Iterable, progress: Progress):
+    for item in items:
+        yield item
+        progress.update()

@@ -1,0 +1,137 @@
+"""Writes an evaluation record to a folder: metrics.json, summary.md and the figures."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Dict, List, Optional, Sequence
+
+from zsg_iad_ros.evaluation import metrics as M
+from zsg_iad_ros.evaluation.plots import plot_run
+from zsg_iad_ros.evaluation.results import to_json
+
+HEADLINE = ("image_auroc", "image_f1_max", "pixel_auroc", "pixel_f1_max", "aupro",
+            "false_alarm_rate", "miss_rate")
+_SHORT = {"image_auroc": "img AUROC", "image_f1_max": "img F1max", "pixel_auroc": "px AUROC",
+          "pixel_f1_max": "px F1max", "aupro": "AUPRO@0.3", "false_alarm_rate": "false alarms",
+          "miss_rate": "misses", "n_samples": "n", "n_good": "good", "n_defective": "defective"}
+
+
+def cell(value) -> str:
+    """A table cell: 3 decimals, or 'n/a' with the reason as a footnote-like hint."""
+    if isinstance(value, M.Metric) and not value.valid:
+        return "n/a"
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def _num(v) -> str:
+    """Counts as integers, small differences in scientific notation, the rest like `cell`."""
+    if isinstance(v, (int, bool)) or not isinstance(v, float):
+        return str(v)
+    if v != 0 and abs(v) < 1e-3:
+        return f"{v:.1e}"
+    return cell(v)
+
+
+def table(rows: Dict[str, dict], columns: Sequence[str], first: str) -> List[str]:
+    head = [first] + [_SHORT.get(c, c) for c in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name, m in rows.items():
+        lines.append("| " + " | ".join([name] + [cell(m.get(c, float("nan")))
+                                                 for c in columns]) + " |")
+    return lines
+
+
+def _reasons(rows: Dict[str, dict], columns: Sequence[str]) -> List[str]:
+    seen = {}
+    for name, m in rows.items():
+        for c in columns:
+            v = m.get(c)
+            if isinstance(v, M.Metric) and not v.valid:
+                seen.setdefault(v.reason, []).append(f"{name}/{_SHORT.get(c, c)}")
+    return [f"- n/a: {reason} ({', '.join(where[:6])}{', ...' if len(where) > 6 else ''})"
+            for reason, where in seen.items()]
+
+
+def markdown(record: dict, title: Optional[str] = None) -> str:
+    proto = record["protocol"]
+    lines = [f"# Evaluation: {title or record['name']}", ""]
+    teach = (f"teach mode, {proto['references']} known-good references per category, averaged "
+             f"over {proto['draws']} draw(s)" if proto["references"] else "no references (cold "
+             "start, streaming memory only)")
+    lines += [f"{proto['n_samples']} samples; {teach}; modalities in the data: "
+              f"{', '.join(proto['modalities_present'])}; pixel stride {proto['pixel_stride']}.",
+              ""]
+    configs = record["configs"]
+    main = configs["all"]
+    lines += [f"Model `{main.get('model_id', '')}` on `{main.get('device', '')}`.", ""]
+    cols = ["n_samples", "n_good", "n_defective"] + list(HEADLINE)
+    lines += ["## Overall", ""]
+    overall_rows = {name: c["overall"] for name, c in configs.items()}
+    lines += table(overall_rows, cols, "configuration") + [""]
+    lines += _reasons(overall_rows, HEADLINE)
+    if main.get("spread"):
+        lines += ["", "Standard deviation over draws (all modalities): " + ", ".join(
+            f"{_SHORT.get(k, k)} {v:.3f}" for k, v in main["spread"].items())]
+    lines += ["", "## Per category (all modalities)", ""]
+    lines += table(main["per_category"], cols, "category") + [""]
+    lines += _reasons(main["per_category"], HEADLINE)
+    lines += ["", "## Per defect type (vs the good parts of the same categories)", ""]
+    if len(configs) > 1:
+        ab_cols = list(configs)
+        nan = float("nan")
+        rows = {dt: {c: configs[c]["per_defect_type"].get(dt, {}).get("image_auroc", nan)
+                     for c in ab_cols}
+                for dt in main["per_defect_type"]}
+        lines += ["Image AUROC per modality configuration (ablation):", ""]
+        lines += table(rows, ab_cols, "defect type") + [""]
+    lines += table(main["per_defect_type"], cols, "defect type") + [""]
+    lines += _reasons(main["per_defect_type"], HEADLINE)
+    lat = main["overall"].get("latency_ms", {})
+    if lat:
+        lines += ["", "## Latency per stage [ms] (all modalities)", "",
+                  "| stage | p50 | p95 | p99 | mean | n |", "|" + " --- |" * 6]
+        for stage, s in lat.items():
+            lines.append(f"| {stage} | {s['p50']:.1f} | {s['p95']:.1f} | {s['p99']:.1f} | "
+                         f"{s['mean']:.1f} | {s['n']} |")
+    rules = main["overall"].get("rule_pass_rates", {})
+    if rules:
+        lines += ["", "## Report rule checks (pass rate)", "",
+                  f"All rules passed on {cell(main['overall']['report_valid_rate'])} of reports.",
+                  "", "| rule | pass rate |", "| --- | --- |"]
+        lines += [f"| {k} | {cell(v)} |" for k, v in rules.items()]
+    extra = record.get("live")
+    if extra:
+        lines += ["", "## Live replay", "", "| figure | value |", "| --- | --- |"]
+        for k, v in extra.items():
+            if isinstance(v, dict) and v and all(not isinstance(x, dict) for x in v.values()):
+                lines += [f"| {k}: {k2} | {_num(v2)} |" for k2, v2 in v.items()]
+            elif isinstance(v, dict):
+                lines.append(f"| {k} | {json.dumps(to_json(v))} |")
+            else:
+                lines.append(f"| {k} | {_num(v)} |")
+    figs = record.get("figures", [])
+    if figs:
+        lines += ["", "## Figures", ""] + [f"![{os.path.basename(f)}]({os.path.basename(f)})"
+                                           for f in figs]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(record: dict, out_dir: str, plots: bool = True,
+                  title: Optional[str] = None) -> Dict[str, str]:
+    """metrics.json + summary.md (+ PNG figures of the all-modality run's first draw)."""
+    os.makedirs(out_dir, exist_ok=True)
+    if plots and "runs" in record and "all" in record["runs"]:
+        run = record["runs"]["all"]
+        record["figures"] = plot_run(run.draws[0], run.worst_defective, run.worst_good, out_dir)
+    serial = {k: v for k, v in record.items() if k != "runs"}
+    serial["figures"] = [os.path.basename(f) for f in record.get("figures", [])]
+    paths = {"metrics": os.path.join(out_dir, "metrics.json"),
+             "summary": os.path.join(out_dir, "summary.md")}
+    with open(paths["metrics"], "w") as f:
+        json.dump(to_json(serial), f, indent=1, allow_nan=False)
+    with open(paths["summary"], "w") as f:
+        f.write(markdown(record, title))
+    return paths

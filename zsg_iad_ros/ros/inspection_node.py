@@ -1,0 +1,633 @@
+"""The inspection node: synchronized RGB + thermal/X-ray + depth in, AnomalyReport out.
+
+Callbacks only validate, count and synchronize; a worker thread behind a bounded drop-oldest
+queue converts messages into a core `Frame`, runs the `Detector` and publishes. Every RGB frame
+received is processed, dropped with a counted reason, or still pending:
+    frames_received = frames_processed + frames_dropped + frames_pending
+and /diagnostics shows each term.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import String
+
+from zsg_iad_ros.core.frame import GEOMETRY, RGB, SENSOR, Frame
+from zsg_iad_ros.msg import AnomalyReport, StageLatency
+from zsg_iad_ros.ros import conversions as conv
+from zsg_iad_ros.ros.overlay import render_overlay
+from zsg_iad_ros.ros.params import INSPECTION_PARAMS
+from zsg_iad_ros.ros.synchronizer import ApproximateTimeSynchronizer, stamp_ns
+
+try:  # a ROS install provides it; the PyPI wheels do not
+    import message_filters
+except ImportError:  # pragma: no cover - depends on the install
+    message_filters = None
+
+#: synchronizer input index of each modality; RGB first (its header is the output header).
+INPUTS = (RGB, SENSOR, GEOMETRY)
+_OPTIONAL = (SENSOR, GEOMETRY)
+
+
+@dataclass
+class _Job:
+    msgs: tuple  # (rgb Image, sensor Image or None, PointCloud2 or None)
+    camera_info: Optional[CameraInfo]
+    enqueued: float  # time.monotonic()
+
+
+@dataclass
+class _Stats:
+    """Counters behind /diagnostics; guarded by the node's stats lock."""
+
+    received: Dict[str, int] = field(default_factory=lambda: {m: 0 for m in INPUTS})
+    arrivals: Dict[str, collections.deque] = field(
+        default_factory=lambda: {m: collections.deque(maxlen=50) for m in INPUTS})
+    frame_drops: collections.Counter = field(default_factory=collections.Counter)
+    input_drops: collections.Counter = field(default_factory=collections.Counter)
+    degraded: collections.Counter = field(default_factory=collections.Counter)
+    processed: int = 0
+    in_flight: int = 0
+    latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100))
+    done_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
+
+
+class _MessageFiltersSync:
+    """message_filters.ApproximateTimeSynchronizer over the active inputs, fed from our own
+    callbacks through SimpleFilter inputs; rebuilt when a modality goes missing or returns."""
+
+    def __init__(self, n, queue_size, slop, callback):
+        self._n, self._queue_size, self._slop, self._cb = n, queue_size, slop, callback
+        self._active = [True] * n
+        self._lock = threading.Lock()
+        self._build()
+
+    def _build(self):
+        idx = [i for i in range(self._n) if self._active[i]]
+        self._inputs = {i: message_filters.SimpleFilter() for i in idx}
+        sync = message_filters.ApproximateTimeSynchronizer(
+            [self._inputs[i] for i in idx], self._queue_size, self._slop)
+        sync.registerCallback(lambda *m: self._cb(*self._expand(idx, m)))
+        self._sync = sync
+
+    def _expand(self, idx, msgs):
+        out = [None] * self._n
+        for i, m in zip(idx, msgs):
+            out[i] = m
+        return out
+
+    def add(self, msg, index):
+        with self._lock:
+            target = self._inputs.get(index)
+        if target is not None:
+            target.signalMessage(msg)
+
+    def set_active(self, index, active):
+        with self._lock:
+            if self._active[index] != active:
+                self._active[index] = active
+                self._build()
+
+    def is_active(self, index):
+        return self._active[index]
+
+    def pending(self):
+        return None  # message_filters does not expose its queues
+
+
+class InspectionNode(Node):
+    """Zero-shot multimodal anomaly inspection of synchronized RGB, thermal/X-ray and depth.
+
+    `detector` may be given to share an already loaded core `Detector` (demo, tests); otherwise
+    one is built from the parameters. Raises the detector's `ModelLoadError` when the model
+    cannot be loaded.
+    """
+
+    def __init__(self, node_name: str = "inspection_node", *, detector=None, **kwargs):
+        super().__init__(node_name, **kwargs)
+        for spec in INSPECTION_PARAMS:
+            self.declare_parameter(spec.name, spec.default, spec.descriptor())
+        self.p = {spec.name: self.get_parameter(spec.name).value for spec in INSPECTION_PARAMS}
+        self._check_startup_params()
+        log = self.get_logger()
+
+        self._stats = _Stats()
+        self._stats_lock = threading.Lock()
+        self._last_warn: Dict[str, float] = {}
+        self._camera_info: Optional[CameraInfo] = None
+        self._last_emitted = [None] * len(INPUTS)
+        self._last_valid = {m: time.monotonic() for m in INPUTS}
+        self._start = time.monotonic()
+
+        self.detector = detector if detector is not None else self._build_detector()
+        if detector is not None and self.p["threshold"] >= 0:
+            self.detector.set_threshold(float(self.p["threshold"]))
+
+        self._sync = self._make_sync()
+
+        # Work queue: bounded, drop-oldest, so callbacks never wait for inference.
+        self._queue: collections.deque = collections.deque()
+        self._queue_cv = threading.Condition()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="inspection_worker", daemon=True)
+
+        in_qos = self._input_qos()
+        self.create_subscription(Image, self.p["rgb_topic"],
+                                 lambda m: self._on_input(0, m), in_qos)
+        self.create_subscription(Image, self.p["sensor_topic"],
+                                 lambda m: self._on_input(1, m), in_qos)
+        self.create_subscription(PointCloud2, self.p["depth_topic"],
+                                 lambda m: self._on_input(2, m), in_qos)
+        self.create_subscription(CameraInfo, self.p["camera_info_topic"], self._on_camera_info,
+                                 in_qos)
+        out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                             history=HistoryPolicy.KEEP_LAST)
+        self.pub_report = self.create_publisher(AnomalyReport, "inspection/report", out_qos)
+        self.pub_mask = self.create_publisher(Image, "inspection/mask", out_qos)
+        self.pub_map = self.create_publisher(Image, "inspection/anomaly_map", out_qos)
+        self.pub_overlay = self.create_publisher(Image, "inspection/overlay", out_qos)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pub_info = self.create_publisher(String, "inspection/model_info", latched)
+        log.info(f"input QoS: {self._qos_str(in_qos)}; output QoS: {self._qos_str(out_qos)}")
+        log.info(f"inputs: rgb={self.p['rgb_topic']} sensor({self.p['sensor_type']})="
+                 f"{self.p['sensor_topic']} depth={self.p['depth_topic']} "
+                 f"camera_info={self.p['camera_info_topic']}; sync={self._sync_backend} "
+                 f"slop={self.p['sync_slop_s']} s")
+
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_timer(self.p["diagnostics_period_s"], self._publish_diagnostics)
+        self.create_timer(0.1, self._check_missing)
+        self._publish_model_info()
+        self._worker.start()
+
+    # ----------------------------------------------------------------------------- set-up
+    def _check_startup_params(self):
+        for spec in INSPECTION_PARAMS:
+            if spec.choices and self.p[spec.name] not in spec.choices:
+                raise ValueError(f"parameter {spec.name}={self.p[spec.name]!r} is not one of "
+                                 f"{', '.join(spec.choices)}")
+        if self.p["threshold"] > 1.0:
+            raise ValueError(f"parameter threshold={self.p['threshold']} is above 1")
+
+    def _build_detector(self):
+        from zsg_iad_ros.core.detector import Detector, DetectorConfig
+        if self.p["narrator_model"]:
+            raise ValueError("narrator_model is set but this detector has no narrator stage; "
+                             "leave it empty")
+        config = DetectorConfig.from_dict({
+            "device": self.p["device"], "backbone": self.p["backbone"],
+            "threshold": self.p["threshold"] if self.p["threshold"] >= 0 else None,
+            "target_false_alarm_rate": self.p["target_false_alarm_rate"],
+            "memory_size": self.p["memory_size"],
+            "min_region_area_px": self.p["min_region_area_px"],
+            "grounding_weights": self.p["grounding_weights"] or None,
+        })
+        detector = Detector(config)
+        self.get_logger().info(f"model {detector.model_id} on {detector.device}")
+        if self.p["reference_path"]:
+            frames = _load_reference_frames(self.p["reference_path"], self.p["stream"])
+            detector.teach(frames)
+            self.get_logger().info(f"taught {len(frames)} reference parts from "
+                                   f"{self.p['reference_path']}")
+        return detector
+
+    def _make_sync(self):
+        backend = self.p["sync_backend"]
+        if backend == "message_filters" and message_filters is None:
+            raise ValueError("sync_backend=message_filters but message_filters is not installed")
+        if backend == "message_filters" or (backend == "auto" and message_filters is not None):
+            self._sync_backend = "message_filters"
+            return _MessageFiltersSync(len(INPUTS), self.p["sync_queue_size"],
+                                       self.p["sync_slop_s"], self._on_synced)
+        self._sync_backend = "builtin"
+        sync = ApproximateTimeSynchronizer(len(INPUTS), self.p["sync_queue_size"],
+                                           self.p["sync_slop_s"], on_drop=self._on_sync_drop)
+        sync.register_callback(self._on_synced)
+        return sync
+
+    def _input_qos(self) -> QoSProfile:
+        qos = QoSProfile(depth=self.p["input_qos_depth"],
+                         history=qos_profile_sensor_data.history,
+                         durability=qos_profile_sensor_data.durability,
+                         reliability=qos_profile_sensor_data.reliability)
+        if self.p["input_qos_reliability"] == "reliable":
+            qos.reliability = ReliabilityPolicy.RELIABLE
+        return qos
+
+    @staticmethod
+    def _qos_str(qos: QoSProfile) -> str:
+        return (f"{qos.reliability.name.lower()}, {qos.durability.name.lower()}, "
+                f"{qos.history.name.lower()} depth {qos.depth}")
+
+    # ----------------------------------------------------------------------------- callbacks
+    def _warn(self, key: str, text: str):
+        """Warning throttled per key (one line per key per log_throttle_s)."""
+        now = time.monotonic()
+        if now - self._last_warn.get(key, -1e18) >= self.p["log_throttle_s"]:
+            self._last_warn[key] = now
+            self.get_logger().warning(text)
+
+    def _drop_input(self, index: int, reason: str, detail: str = ""):
+        name = INPUTS[index]
+        with self._stats_lock:
+            if index == 0:
+                self._stats.frame_drops[f"{name}:{reason}"] += 1
+            else:
+                self._stats.input_drops[f"{name}:{reason}"] += 1
+        self._warn(f"{name}:{reason}",
+                   f"dropped {name} message ({reason})" + (f": {detail}" if detail else ""))
+
+    def _on_input(self, index: int, msg):
+        name = INPUTS[index]
+        now = time.monotonic()
+        with self._stats_lock:
+            self._stats.received[name] += 1
+            self._stats.arrivals[name].append(now)
+        try:
+            if index == 2:
+                conv.check_pointcloud2(msg)
+            else:
+                conv.check_image(msg, conv.RGB_ENCODINGS if index == 0 else conv.SENSOR_ENCODINGS)
+        except conv.ConversionError as e:
+            self._drop_input(index, e.reason, e.detail)
+            return
+        stamp = stamp_ns(msg)
+        last = self._last_emitted[index]
+        if last is not None and stamp < last:
+            self._drop_input(index, "out_of_order",
+                             f"stamp {stamp * 1e-9:.3f} s is older than the last synchronized "
+                             f"{last * 1e-9:.3f} s")
+            return
+        skew = self.p["max_stamp_skew_s"]
+        if skew > 0:
+            offset = abs(self.get_clock().now().nanoseconds - stamp) * 1e-9
+            if offset > skew:
+                self._drop_input(index, "stamp_skew",
+                                 f"stamp is {offset:.3f} s from the node clock (> {skew} s)")
+                return
+        self._last_valid[name] = now
+        if not self._sync.is_active(index):
+            self.get_logger().info(f"{name} is arriving again; waiting for it again")
+            self._sync.set_active(index, True)
+        self._sync.add(msg, index)
+
+    def _on_camera_info(self, msg: CameraInfo):
+        try:
+            conv.camera_info_to_intrinsics(msg)
+        except conv.ConversionError as e:
+            with self._stats_lock:
+                self._stats.input_drops[f"camera_info:{e.reason}"] += 1
+            self._warn("camera_info", f"ignored CameraInfo: {e}")
+            return
+        self._camera_info = msg
+
+    def _on_sync_drop(self, reason: str, index: int, msg):
+        self._drop_input(index, reason)
+
+    def _on_synced(self, *msgs):
+        for i, m in enumerate(msgs):
+            if m is not None:
+                self._last_emitted[i] = stamp_ns(m)
+        job = _Job(msgs=tuple(msgs), camera_info=self._camera_info, enqueued=time.monotonic())
+        with self._queue_cv:
+            self._queue.append(job)
+            while len(self._queue) > self.p["queue_size"]:
+                self._queue.popleft()
+                with self._stats_lock:
+                    self._stats.frame_drops["queue_full"] += 1
+                self._warn("queue_full", "inference is slower than the input: dropped the "
+                           "oldest queued frame (queue_full)")
+            self._queue_cv.notify()
+
+    def _check_missing(self):
+        """Declare a silent optional modality missing after missing_timeout_s (if allowed)."""
+        if not self.p["allow_missing_modalities"]:
+            return
+        now = time.monotonic()
+        for index, name in enumerate(INPUTS):
+            if name not in _OPTIONAL or not self._sync.is_active(index):
+                continue
+            silent = now - self._last_valid[name]
+            if silent > self.p["missing_timeout_s"]:
+                self.get_logger().warning(
+                    f"{name} ({self.p['sensor_topic' if name == SENSOR else 'depth_topic']}) "
+                    f"silent for {silent:.1f} s: inspecting without it and reporting it missing")
+                self._sync.set_active(index, False)
+
+    # ----------------------------------------------------------------------------- worker
+    def _work(self):
+        while not self._stop.is_set():
+            with self._queue_cv:
+                if not self._queue:
+                    self._queue_cv.wait(timeout=0.1)
+                    continue
+                job = self._queue.popleft()
+                with self._stats_lock:
+                    self._stats.in_flight = 1
+            try:
+                self._process(job)
+            except Exception as e:  # never let one frame kill the worker
+                with self._stats_lock:
+                    self._stats.frame_drops["internal_error"] += 1
+                self.get_logger().error(f"frame dropped (internal_error): {type(e).__name__}: {e}")
+            finally:
+                with self._stats_lock:
+                    self._stats.in_flight = 0
+
+    def _frame_drop(self, reason: str, detail: str):
+        with self._stats_lock:
+            self._stats.frame_drops[reason] += 1
+        self._warn(reason, f"frame dropped ({reason}): {detail}")
+
+    def _degrade(self, name: str, reason: str, detail: str) -> bool:
+        """A modality of a synchronized set is unusable: go on without it when allowed.
+
+        Returns False when the whole frame must be dropped instead.
+        """
+        if not self.p["allow_missing_modalities"]:
+            self._frame_drop(f"{name}:{reason}", detail)
+            return False
+        with self._stats_lock:
+            self._stats.degraded[f"{name}:{reason}"] += 1
+        self._warn(f"degraded:{name}:{reason}",
+                   f"{name} unusable ({reason}): {detail}; inspecting without it")
+        return True
+
+    def _to_frame(self, job: _Job) -> Optional[Frame]:
+        rgb_msg, sensor_msg, cloud_msg = job.msgs
+        try:
+            rgb = conv.image_to_rgb(rgb_msg)
+        except conv.ConversionError as e:
+            self._frame_drop(f"rgb:{e.reason}", e.detail)
+            return None
+        shape = rgb.shape[:2]
+        registered = self.p["registered"]
+        sensor = points = intrinsics = None
+        cloud_frame = rgb_msg.header.frame_id or self.p["default_frame_id"]
+        if sensor_msg is not None:
+            try:
+                sensor = conv.image_to_sensor(sensor_msg)
+                if registered and sensor.shape != shape:
+                    raise conv.ConversionError(
+                        "resolution_mismatch", f"sensor is {sensor.shape}, rgb is {shape}")
+            except conv.ConversionError as e:
+                sensor = None
+                if not self._degrade(SENSOR, e.reason, e.detail):
+                    return None
+        if cloud_msg is not None:
+            try:
+                points = conv.pointcloud2_to_xyz(cloud_msg)
+                if points.ndim == 3 and registered and points.shape[:2] != shape:
+                    raise conv.ConversionError(
+                        "resolution_mismatch", f"cloud is {points.shape[:2]}, rgb is {shape}")
+                if points.ndim == 2:
+                    if job.camera_info is None:
+                        raise conv.ConversionError(
+                            "no_camera_info", "an unorganized cloud needs CameraInfo on "
+                            f"{self.p['camera_info_topic']} to be projected")
+                    intrinsics = conv.camera_info_to_intrinsics(job.camera_info)
+                cloud_frame = cloud_msg.header.frame_id or cloud_frame
+            except conv.ConversionError as e:
+                points = intrinsics = None
+                if not self._degrade(GEOMETRY, e.reason, e.detail):
+                    return None
+        if intrinsics is None and job.camera_info is not None:
+            try:
+                intrinsics = conv.camera_info_to_intrinsics(job.camera_info)
+            except conv.ConversionError:
+                intrinsics = None
+        return Frame(rgb=rgb, sensor=sensor, sensor_type=self.p["sensor_type"], points=points,
+                     intrinsics=intrinsics, stamp_ns=stamp_ns(rgb_msg),
+                     frame_id=rgb_msg.header.frame_id or self.p["default_frame_id"],
+                     cloud_frame_id=cloud_frame, registered=registered,
+                     stream=self.p["stream"])
+
+    def _process(self, job: _Job):
+        t0 = time.monotonic()
+        frame = self._to_frame(job)
+        if frame is None:
+            return
+        t1 = time.monotonic()
+        try:
+            det = self.detector.detect(frame)
+        except Exception as e:
+            self._frame_drop("detector_error", f"{type(e).__name__}: {e}")
+            return
+        t2 = time.monotonic()
+        header = job.msgs[0].header
+        if not header.frame_id:
+            header.frame_id = self.p["default_frame_id"]
+        report = conv.detection_to_report(
+            det, header, self.p["sensor_type"], self.p["stream"], frame.cloud_frame_id,
+            {"queue": (t0 - job.enqueued) * 1e3, "conversion": (t1 - t0) * 1e3,
+             "detect": (t2 - t1) * 1e3})
+        self.pub_mask.publish(conv.mask_to_image(det.pred_mask, header))
+        self.pub_map.publish(conv.anomaly_map_to_image(det.anomaly_map, header))
+        if self.p["publish_overlay"]:
+            overlay = render_overlay(frame.rgb, det.anomaly_map, det.pred_mask)
+            self.pub_overlay.publish(conv.numpy_to_image(overlay, "rgb8", header))
+        done = time.monotonic()
+        total_ms = (done - job.enqueued) * 1e3
+        report.latencies.append(StageLatency(stage="total", milliseconds=total_ms))
+        self.pub_report.publish(report)
+        with self._stats_lock:
+            self._stats.processed += 1
+            self._stats.latencies_ms.append(total_ms)
+            self._stats.done_times.append(done)
+
+    # ----------------------------------------------------------------------------- parameters
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for prm in params:
+            v = prm.value
+            if prm.name == "threshold" and not (isinstance(v, float) and 0.0 <= v <= 1.0):
+                return SetParametersResult(
+                    successful=False, reason=f"threshold must be a float in [0, 1], got {v!r}")
+        for prm in params:
+            self.p[prm.name] = prm.value
+            if prm.name == "threshold":
+                self.detector.set_threshold(float(prm.value))
+                self.get_logger().info(f"threshold set to {prm.value}")
+                self._publish_model_info()
+        return SetParametersResult(successful=True)
+
+    def _publish_model_info(self):
+        det = self.detector
+        info = {
+            "model_id": getattr(det, "model_id", "") or self.p["backbone"],
+            "threshold": float(getattr(det, "threshold", self.p["threshold"]) or -1.0),
+            "sensor_type": self.p["sensor_type"], "device": str(getattr(det, "device", "")),
+            "labels": list(getattr(det, "defect_types", []) or []),
+            "stream": self.p["stream"],
+            "inputs": {"rgb": self.p["rgb_topic"], "sensor": self.p["sensor_topic"],
+                       "depth": self.p["depth_topic"]},
+        }
+        self.pub_info.publish(String(data=json.dumps(info, sort_keys=True, default=str)))
+
+    # ----------------------------------------------------------------------------- diagnostics
+    def accounting(self) -> Dict[str, int]:
+        """Frame accounting: received = processed + dropped + pending."""
+        pending_sync = self._sync.pending()
+        with self._stats_lock, self._queue_cv:
+            s = self._stats
+            received = s.received[RGB]
+            dropped = sum(s.frame_drops.values())
+            queued = len(self._queue)
+            in_flight = s.in_flight
+            processed = s.processed
+        out = {"frames_received": received, "frames_processed": processed,
+               "frames_dropped": dropped, "queue_depth": queued, "in_flight": in_flight}
+        if pending_sync is not None:
+            out["frames_pending"] = pending_sync[0] + queued + in_flight
+        else:  # message_filters hides its queues: unmatched and pending are one number
+            out["frames_unmatched_or_pending"] = received - processed - dropped
+        return out
+
+    def drop_counts(self) -> Dict[str, Dict[str, int]]:
+        with self._stats_lock:
+            return {"frames": dict(self._stats.frame_drops),
+                    "inputs": dict(self._stats.input_drops),
+                    "degraded": dict(self._stats.degraded)}
+
+    def modality_health(self) -> Dict[str, str]:
+        now = time.monotonic()
+        health = {}
+        for index, name in enumerate(INPUTS):
+            with self._stats_lock:
+                ever = self._stats.received[name] > 0
+            if not self._sync.is_active(index):
+                health[name] = "missing"
+            elif now - self._last_valid[name] > self.p["missing_timeout_s"]:
+                health[name] = "stale" if ever else "never_received"
+            else:
+                health[name] = "ok"
+        return health
+
+    def _publish_diagnostics(self):
+        now = time.monotonic()
+        acc = self.accounting()
+        drops = self.drop_counts()
+        health = self.modality_health()
+        with self._stats_lock:
+            s = self._stats
+            rates = {m: _rate(s.arrivals[m], now) for m in INPUTS}
+            received = dict(s.received)
+            lat = np.array(s.latencies_ms, dtype=float)
+            proc_rate = _rate(s.done_times, now)
+        kv = lambda k, v: KeyValue(key=k, value=str(v))  # noqa: E731
+        name = self.get_fully_qualified_name()
+
+        pipe = DiagnosticStatus(name=f"{name}: pipeline", hardware_id=name)
+        pipe.values = [kv(k, v) for k, v in acc.items()]
+        pipe.values += [kv("queue_size", self.p["queue_size"]),
+                        kv("processing_rate_hz", f"{proc_rate:.2f}"),
+                        kv("sync_backend", self._sync_backend)]
+        if lat.size:
+            pipe.values += [kv("latency_ms_last", f"{lat[-1]:.1f}"),
+                            kv("latency_ms_mean", f"{lat.mean():.1f}"),
+                            kv("latency_ms_p95", f"{np.percentile(lat, 95):.1f}")]
+        pipe.values += [kv(f"drop.{k}", v) for k, v in sorted(drops["frames"].items())]
+        pipe.level = DiagnosticStatus.WARN if drops["frames"] else DiagnosticStatus.OK
+        pipe.message = (f"{acc['frames_processed']} processed, {acc['frames_dropped']} dropped "
+                        f"of {acc['frames_received']} frames")
+
+        inputs = DiagnosticStatus(name=f"{name}: inputs", hardware_id=name)
+        for m in INPUTS:
+            inputs.values += [kv(f"{m}.received", received[m]),
+                              kv(f"{m}.rate_hz", f"{rates[m]:.2f}")]
+        inputs.values += [kv(f"drop.{k}", v) for k, v in sorted(drops["inputs"].items())]
+        inputs.values += [kv(f"degraded.{k}", v) for k, v in sorted(drops["degraded"].items())]
+        inputs.values.append(kv("camera_info", "received" if self._camera_info else "none"))
+        inputs.level = DiagnosticStatus.OK
+        inputs.message = ", ".join(f"{m} {rates[m]:.1f} Hz" for m in INPUTS)
+
+        mods = DiagnosticStatus(name=f"{name}: modalities", hardware_id=name)
+        mods.values = [kv(m, h) for m, h in health.items()]
+        bad = [m for m, h in health.items() if h != "ok"]
+        mods.level = DiagnosticStatus.WARN if bad else DiagnosticStatus.OK
+        if health[RGB] != "ok" and acc["frames_received"] > 0:
+            mods.level = DiagnosticStatus.ERROR
+        mods.message = "all present" if not bad else ", ".join(f"{m} {health[m]}" for m in bad)
+
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [pipe, inputs, mods]
+        self.pub_diag.publish(arr)
+
+    # ----------------------------------------------------------------------------- shutdown
+    def destroy_node(self):
+        self._stop.set()
+        with self._queue_cv:
+            self._queue_cv.notify_all()
+        if self._worker.is_alive():
+            self._worker.join(timeout=5.0)
+        return super().destroy_node()
+
+
+def _rate(times, now: float, window: float = 5.0) -> float:
+    """Events per second over the last `window` seconds."""
+    recent = [t for t in times if now - t <= window]
+    if len(recent) < 2:
+        return 0.0
+    return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
+
+
+def _load_reference_frames(path: str, stream: str, limit: int = 8) -> List[Frame]:
+    """Known-good parts to teach, from a bag written by `zsg_iad_ros.data.bags.write_bag`:
+    the first `limit` parts labelled good (or all parts of a bag without ground truth)."""
+    from zsg_iad_ros.data import bags
+    if not Path(path).exists():
+        raise FileNotFoundError(f"reference_path {path} does not exist")
+    frames = []
+    for sample in bags.read_bag(path):
+        if sample.label == 0:
+            sample.frame.stream = stream
+            frames.append(sample.frame)
+        if len(frames) == limit:
+            break
+    if not frames:
+        raise ValueError(f"reference_path {path} holds no good part")
+    return frames
+
+
+def main(args=None) -> int:
+    """Entry point of `ros2 run zsg_iad_ros inspection_node`; returns the exit status."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        try:
+            node = InspectionNode()
+        except Exception as e:  # model load failure, bad parameters: say what and exit non-zero
+            rclpy.logging.get_logger("inspection_node").fatal(
+                f"cannot start: {type(e).__name__}: {e}")
+            return 1
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

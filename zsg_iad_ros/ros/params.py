@@ -1,0 +1,102 @@
+"""Parameters of the inspection node: one table, declared once with descriptors.
+
+Defaults here match `config/inspect.yaml`; docs/ROS.md lists the same table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False
+    range: Optional[Tuple[float, float]] = None
+    choices: Optional[Tuple[str, ...]] = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        d = ParameterDescriptor(name=self.name, description=self.description,
+                                read_only=self.read_only)
+        if self.choices:
+            d.additional_constraints = "one of: " + ", ".join(self.choices)
+        if self.range is not None:
+            lo, hi = self.range
+            if isinstance(self.default, int) and not isinstance(self.default, bool):
+                d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+            else:
+                d.floating_point_range = [FloatingPointRange(from_value=float(lo),
+                                                             to_value=float(hi), step=0.0)]
+        return d
+
+
+INSPECTION_PARAMS = (
+    # inputs
+    ParamSpec("rgb_topic", "rgb/image_raw", "RGB image topic (rgb8 or bgr8)", True),
+    ParamSpec("sensor_topic", "sensor/image_raw",
+              "thermal or X-ray image topic (mono8, mono16, 16UC1, 32FC1, ...)", True),
+    ParamSpec("depth_topic", "depth/points", "depth PointCloud2 topic (organized or not)", True),
+    ParamSpec("camera_info_topic", "rgb/camera_info",
+              "CameraInfo of the RGB camera, used to project unorganized clouds", True),
+    ParamSpec("input_qos_reliability", "best_effort",
+              "reliability of the input subscriptions; best_effort = sensor-data QoS", True,
+              choices=("best_effort", "reliable")),
+    ParamSpec("input_qos_depth", 5, "history depth of the input subscriptions [messages]", True,
+              range=(1, 1000)),
+    # synchronization
+    ParamSpec("sync_backend", "auto",
+              "approximate-time synchronizer: message_filters where installed (auto), or the "
+              "package's builtin one", True, choices=("auto", "message_filters", "builtin")),
+    ParamSpec("sync_slop_s", 0.05,
+              "largest stamp spread within one synchronized set [s]", True, range=(0.0, 10.0)),
+    ParamSpec("sync_queue_size", 10, "messages kept per input while waiting for partners", True,
+              range=(1, 1000)),
+    ParamSpec("queue_size", 2,
+              "frames waiting for the worker; the oldest is dropped when full [frames]", True,
+              range=(1, 100)),
+    ParamSpec("allow_missing_modalities", True,
+              "keep inspecting with the remaining modalities when thermal/X-ray or depth stop "
+              "arriving for missing_timeout_s, and report them as missing"),
+    ParamSpec("missing_timeout_s", 2.0,
+              "silence after which a modality counts as missing [s]", range=(0.05, 3600.0)),
+    ParamSpec("max_stamp_skew_s", 0.0,
+              "drop inputs whose stamp is further than this from the node clock [s]; 0 = off "
+              "(keep off when replaying recorded stamps)", range=(0.0, 1e6)),
+    ParamSpec("registered", True,
+              "inputs are pixel-aligned with the RGB image; then modalities of another "
+              "resolution are refused", True),
+    ParamSpec("default_frame_id", "camera_optical_frame",
+              "frame id used when an input arrives with an empty one", True),
+    # model
+    ParamSpec("sensor_type", "thermal", "second sensor kind", True, choices=("thermal", "xray")),
+    ParamSpec("device", "auto", "torch device: auto (CUDA when present), cpu, cuda, cuda:N", True),
+    ParamSpec("backbone", "builtin",
+              "feature backbone: builtin, or a transformers checkpoint id / local path", True),
+    ParamSpec("grounding_weights", "",
+              "trained grounding module weights (.pt); empty = the shipped default", True),
+    ParamSpec("narrator_model", "",
+              "vision-language narrator checkpoint (id or path); empty = off", True),
+    ParamSpec("reference_path", "",
+              "folder or bag of known-good parts to teach before inspecting; empty = none", True),
+    ParamSpec("stream", "default", "production stream key (part type / line)", True),
+    ParamSpec("threshold", -1.0,
+              "decision threshold on pred_score in [0, 1]; < 0 at start = calibrated "
+              "automatically for target_false_alarm_rate. Settable at runtime within [0, 1]"),
+    ParamSpec("target_false_alarm_rate", 0.01,
+              "false alarm rate the automatic threshold aims at [fraction]", True,
+              range=(0.0001, 0.4999)),
+    ParamSpec("memory_size", 16, "normal parts kept in the rolling stream memory [parts]", True,
+              range=(1, 100000)),
+    ParamSpec("min_region_area_px", 16, "smallest reported defect region [px]", True,
+              range=(0, 10_000_000)),
+    # outputs
+    ParamSpec("publish_overlay", True, "publish inspection/overlay (rgb8)"),
+    ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", True,
+              range=(0.05, 60.0)),
+    ParamSpec("log_throttle_s", 5.0, "minimum interval between repeated warnings [s]",
+              range=(0.0, 3600.0)),
+)
