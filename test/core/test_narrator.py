@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from zsg_iad_ros.core.frame import GEOMETRY, RGB, SENSOR, Detection
+from zsg_iad_ros.core.frame import GEOMETRY, RGB, SENSOR, Detection, Frame
 from zsg_iad_ros.core.narrator import (Narrator, apply_narration, build_prompt,
                                        parse_narration)
 from zsg_iad_ros.core.report import finalize_report, regions_from_mask
@@ -30,8 +30,9 @@ def _case(score=0.8):
                     regions=regions, modality_maps=maps)
     report, _ = finalize_report(det)
     assert report["valid"]
+    det.report = report
     rgb = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
-    return rgb, report, Evidence.from_detection(det)
+    return rgb, report, Evidence.from_detection(det), det
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def tiny_vlm(tmp_path_factory):
 
 
 def test_random_narrator_text_is_rejected_and_deterministic_text_kept(tiny_vlm):
-    rgb, report, ev = _case()
+    rgb, report, ev, _ = _case()
     with Narrator(tiny_vlm, device="cpu", max_new_tokens=16) as narrator:
         res = narrator.submit(rgb, report, ev).result(timeout=120)
         assert narrator.stats["narrated"] == 1 and narrator.stats["rejected"] == 1
@@ -53,7 +54,7 @@ def test_random_narrator_text_is_rejected_and_deterministic_text_kept(tiny_vlm):
 
 
 def test_narration_that_passes_the_rules_is_accepted(tiny_vlm):
-    rgb, report, ev = _case()
+    rgb, report, ev, det = _case()
     out, accepted, results = apply_narration(report, GOOD_TEXT, ev)
     assert accepted, results
     assert out["reasoning"].startswith("Two defect regions")
@@ -64,11 +65,14 @@ def test_narration_that_passes_the_rules_is_accepted(tiny_vlm):
     with Narrator(tiny_vlm, device="cpu") as narrator:
         narrator.generate_text = lambda frame_rgb, rep: GOOD_TEXT
         res = narrator.submit(rgb, report, ev).result(timeout=60)
+        got = []
+        narrator.submit_detection(Frame(rgb=rgb), det, callback=got.append).result(timeout=60)
     assert res.accepted and res.report["reasoning"] == out["reasoning"]
+    assert got and got[0].accepted and got[0].report["reasoning_source"] == "narrator"
 
 
 def test_narration_with_wrong_facts_is_rejected():
-    rgb, report, ev = _case()
+    rgb, report, ev, _ = _case()
     for wrong in (GOOD_TEXT.replace("Two", "Three"), GOOD_TEXT.replace("lower right", "centre"),
                   GOOD_TEXT.replace("so the part is anomalous", "so the part is normal"), ""):
         out, accepted, results = apply_narration(report, wrong, ev)
@@ -76,8 +80,8 @@ def test_narration_with_wrong_facts_is_rejected():
 
 
 def test_only_flagged_parts_are_narrated_and_full_queue_drops_oldest(tiny_vlm):
-    rgb, report, ev = _case()
-    _, normal, normal_ev = _case(score=0.2)
+    rgb, report, ev, _ = _case()
+    _, normal, normal_ev, _ = _case(score=0.2)
     started, release = threading.Event(), threading.Event()
 
     def slow(frame_rgb, rep):
@@ -86,6 +90,8 @@ def test_only_flagged_parts_are_narrated_and_full_queue_drops_oldest(tiny_vlm):
         return GOOD_TEXT
 
     with Narrator(tiny_vlm, device="cpu", queue_size=1) as narrator:
+        with pytest.raises(ValueError, match="uint8"):
+            narrator.submit(rgb.astype(np.float32), report, ev)
         skipped = narrator.submit(rgb, normal, normal_ev)
         assert skipped.done() and skipped.result().status == "skipped"
         narrator.generate_text = slow
@@ -101,7 +107,7 @@ def test_only_flagged_parts_are_narrated_and_full_queue_drops_oldest(tiny_vlm):
 
 
 def test_prompt_and_parsing():
-    _, report, _ = _case()
+    _, report, _, _ = _case()
     prompt = build_prompt(report)
     assert "defect regions: 2" in prompt and "crack in the upper left" in prompt
     assert "hole in the lower right" in prompt and "missing inputs: none" in prompt

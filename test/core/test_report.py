@@ -266,3 +266,22 @@ def test_bad_input_raises_clear_errors():
         regions_from_mask(np.zeros((4, 4, 3), bool))
     with pytest.raises(ValueError, match="pred_mask"):
         Evidence(np.zeros(5, bool), 0.5, 0.5, {})
+    det = _detection()
+    det.pred_mask = None
+    with pytest.raises(ValueError, match="pred_mask"):
+        build_report(det)
+
+
+def test_anomalous_part_without_region_names_the_strongest_input():
+    det = _detection()
+    det.pred_mask = np.zeros_like(det.pred_mask)
+    det.regions = []
+    det.modality_scores = {RGB: 0.3, SENSOR: 0.9, GEOMETRY: float("nan")}
+    report, results = finalize_report(det, Frame(rgb=None, sensor_type=XRAY))
+    assert report["decision"] == "anomalous" and report["defects"] == []
+    assert report["valid"], results
+    assert "strongest evidence comes from the X-ray input" in report["reasoning"]
+    assert report["modality_scores"] == {RGB: 0.3, SENSOR: 0.9}
+    bad = copy.deepcopy(report)
+    bad["reasoning"] = bad["reasoning"].replace("X-ray input", "RGB input")
+    assert "modalities" in rule_coherence(bad, Evidence.from_detection(det)).reason

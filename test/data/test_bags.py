@@ -42,6 +42,7 @@ def test_round_trip_exact(tmp_path, storage):
     assert len(back) == 3
     for a, b in zip(samples, back):
         _assert_same(a, b)
+        assert b.frame.rgb.flags.writeable and b.frame.sensor.flags.writeable
     assert [b.frame.stamp_ns for b in back] == [10**18, 10**18 + 250_000_000, 10**18 + 500_000_000]
     info = bag_info(path)
     assert info.parts == 3 and info.topics[TOPIC_GT] == 3 and info.bytes > 0
@@ -57,6 +58,7 @@ def test_messages_share_the_rgb_stamp(tmp_path):
         assert len(stamps) == 1
         assert g[TOPIC_SENSOR].header.frame_id in SENSOR_FRAME_IDS.values()
         assert g[TOPIC_POINTS].height == 64 and g[TOPIC_POINTS].width == 64
+    assert list(iter_bag_messages(path, topics=["/not/recorded"])) == []
     raw = list(iter_bag_messages(path, topics=[TOPIC_RGB], raw=True))
     assert len(raw) == 2 and all(isinstance(r[3], (bytes, memoryview)) for r in raw)
 
@@ -136,3 +138,31 @@ def test_cloud_with_padding_and_extra_fields():
     m.fields = m.fields[:2]
     with pytest.raises(ValueError, match="lacks"):
         msgconv.cloud_to_numpy(m)
+
+
+def test_bag_messages_deserialize_with_the_ros_message_classes(tmp_path):
+    """The cdr in our bags is what rclpy (and so `ros2 bag play`) expects for each type."""
+    serialization = pytest.importorskip("rclpy.serialization")
+    gen = pytest.importorskip("zsg_iad_ros.msg")
+    sensor_msgs = pytest.importorskip("sensor_msgs.msg")
+    path = tmp_path / "b"
+    s = generate_sample("pcb", "missing_part", 5, size=32)
+    write_bag(path, [s])
+    classes = {"sensor_msgs/msg/Image": sensor_msgs.Image,
+               "sensor_msgs/msg/PointCloud2": sensor_msgs.PointCloud2,
+               "sensor_msgs/msg/CameraInfo": sensor_msgs.CameraInfo,
+               "zsg_iad_ros/msg/GroundTruth": gen.GroundTruth}
+    seen = set()
+    for topic, msgtype, _t, raw in iter_bag_messages(path, raw=True):
+        msg = serialization.deserialize_message(bytes(raw), classes[msgtype])
+        seen.add(topic)
+        if msgtype == "zsg_iad_ros/msg/GroundTruth":
+            assert msg.category == "pcb" and msg.label == 1 and msg.has_mask
+            assert list(msg.mask_modalities) == ["rgb", "sensor", "geometry"]
+            assert msg.sample_id == s.sample_id and msg.registered
+            mask = np.frombuffer(bytes(msg.mask.data), np.uint8).reshape(32, 32) > 0
+            assert np.array_equal(mask, s.gt_mask)
+        if topic == TOPIC_RGB:
+            rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(32, 32, 3)
+            assert np.array_equal(rgb, s.frame.rgb)
+    assert seen == {TOPIC_RGB, TOPIC_SENSOR, TOPIC_POINTS, TOPIC_GT, "/rgb/camera_info"}

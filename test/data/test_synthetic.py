@@ -155,3 +155,12 @@ def test_bad_input(args):
         generate_sample("gear", "good", 0, size=8)
     with pytest.raises(ValueError):
         generate_sample("gear", "good", 0, sensor_type="lidar")
+
+
+def test_every_applicable_defect_plants_visibly():
+    """Every (category, defect) pair a split can ask for yields a visible, labelled defect."""
+    for cat in sorted(CATEGORIES):
+        for defect in applicable_defects(cat):
+            for seed in (0, 1):
+                s = generate_sample(cat, defect, seed, size=64)
+                assert s.gt_mask.any() and s.description, (cat, defect, seed)

@@ -26,7 +26,10 @@ from zsg_iad_ros.core.detector import Detector  # noqa: E402
 from zsg_iad_ros.evaluation.live import (detector_config_from_params, evaluate_live,  # noqa: E402
                                          node_parameters)
 from zsg_iad_ros.evaluation.offline import evaluate_bags  # noqa: E402
-PARAMS = {"sync_backend": "builtin", "device": "cpu"}
+# Reliable inputs and a queue that holds the whole bag: this test is about agreement, so no
+# part may be dropped however slow the shared machine is.
+PARAMS = {"sync_backend": "builtin", "device": "cpu", "input_qos_reliability": "reliable",
+          "queue_size": 20}
 from zsg_iad_ros.evaluation.summary import write_outputs  # noqa: E402
 
 
@@ -88,4 +91,7 @@ def test_cli_offline_on_a_bag(tiny_bag, tmp_path, capsys):
                      "--no-plots", "--progress-every", "0"]) == 0
     data = json.loads((tmp_path / "metrics.json").read_text())
     assert data["configs"]["all"]["overall"]["n_samples"] == len(samples)
+    rows = data["configs"]["all"]["per_sample"]
+    assert [r["sample_id"] for r in rows] == [s.sample_id for s in samples]  # recorded order
+    assert sum(r["label"] for r in rows) == len(samples) - 3
     assert "| cast_metal |" in capsys.readouterr().out

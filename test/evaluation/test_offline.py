@@ -143,6 +143,11 @@ def test_outputs_written(samples, tmp_path):
     data = json.loads(open(paths["metrics"]).read())
     assert data["configs"]["all"]["overall"]["image_auroc"] == 1.0
     assert data["protocol"]["pixel_stride"] == 2
+    rows = {r["sample_id"]: r for r in data["configs"]["all"]["per_sample"]}
+    assert len(rows) == 24
+    for r in rec["runs"]["all"].draws[0]:
+        assert rows[r.sample_id]["pred_score"] == pytest.approx(r.pred_score)
+        assert rows[r.sample_id]["anomalous"] == (r.label == 1)  # the toy set separates
     md = open(paths["summary"]).read()
     assert "| plate |" in md and "hot_spot" in md and "without_sensor" in md
     for png in ("roc.png", "pro.png", "scores.png", "examples_misses.png",

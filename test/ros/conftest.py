@@ -16,11 +16,15 @@ import rclpy  # noqa: E402
 from zsg_ros_testkit import Graph  # noqa: E402
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def ros_init():
-    rclpy.init()
+    """rclpy per test module (left alone if something else already initialised it)."""
+    owner = not rclpy.ok()
+    if owner:
+        rclpy.init()
     yield
-    rclpy.shutdown()
+    if owner:
+        rclpy.try_shutdown()
 
 
 @pytest.fixture(scope="session")

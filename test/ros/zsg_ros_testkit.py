@@ -48,10 +48,11 @@ class Graph:
                     "sensor": p.create_publisher(Image, "sensor/image_raw", rel),
                     "depth": p.create_publisher(PointCloud2, "depth/points", rel),
                     "camera_info": p.create_publisher(CameraInfo, "rgb/camera_info", rel)}
-        self.got = {k: [] for k in ("report", "mask", "anomaly_map", "overlay", "decision",
-                                    "diagnostics", "model_info")}
+        self.got = {k: [] for k in ("report", "narrated", "mask", "anomaly_map", "overlay",
+                                    "decision", "diagnostics", "model_info")}
         self._lock = threading.Lock()
         for key, typ, topic in (("report", AnomalyReport, "inspection/report"),
+                                ("narrated", AnomalyReport, "inspection/report_narrated"),
                                 ("mask", Image, "inspection/mask"),
                                 ("anomaly_map", Image, "inspection/anomaly_map"),
                                 ("overlay", Image, "inspection/overlay"),
@@ -110,6 +111,8 @@ class Graph:
         if camera_info is not None:
             camera_info.header = h
             self.pub["camera_info"].publish(camera_info)
+            # CameraInfo is not synchronized: make sure it is in before the frame
+            assert self.wait(lambda: self.node._camera_info is not None), "CameraInfo lost"
         if sensor is not None:
             self.pub["sensor"].publish(sensor if isinstance(sensor, Image) else
                                        conv.numpy_to_image(sensor, sensor_encoding, h))

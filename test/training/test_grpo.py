@@ -88,3 +88,36 @@ def test_cli_rejects_bad_arguments():
         main(["--model", "x", "--out", "y", "--steps", "0"])
     with pytest.raises(SystemExit):
         main(["--model", "x", "--out", "y", "--num-generations", "4", "--batch-size", "6"])
+
+
+@pytest.mark.parametrize("category,defect,modalities", [
+    ("wood", "dent", ["geometry"]), ("bottle", "inclusion", ["sensor"]),
+    ("wood", "stain", ["rgb"])])
+def test_ground_truth_facts_name_the_modalities_that_show_the_defect(category, defect,
+                                                                     modalities):
+    from zsg_iad_ros.data.synthetic import generate_sample
+    from zsg_iad_ros.training.grpo import make_task
+
+    sample = generate_sample(category, defect, 3, size=128)
+    task = make_task(sample)
+    assert task.reference["decision"] == "anomalous"
+    assert task.reference["defects"], "planted defect not found in the facts"
+    for d in task.reference["defects"]:
+        assert d["type"] == defect and d["modalities"] == modalities
+        x, y, w, h = d["box"]
+        assert sample.gt_mask[y:y + h, x:x + w].any()
+    assert f'"type": "{defect}"' in task.prompt
+
+
+def test_cli_trains_and_writes_model_and_rewards(tmp_path, capsys):
+    from zsg_iad_ros.training.tiny_models import build_tiny_qwen2
+
+    model = build_tiny_qwen2(str(tmp_path / "tiny_qwen2"))
+    out = tmp_path / "run"
+    assert main(["--model", model, "--out", str(out), "--steps", "1", "--num-generations", "2",
+                 "--max-completion-length", "4", "--n-good", "0", "--n-defective", "1",
+                 "--image-size", "64", "--lora"]) == 0
+    rewards = json.loads((out / "rewards.json").read_text())
+    assert rewards and all(f"rewards/{f}_reward/mean" in rewards[-1] for f in RULE_FAMILIES)
+    assert (out / "model" / "adapter_config.json").exists()
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 1

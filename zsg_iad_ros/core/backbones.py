@@ -290,6 +290,15 @@ def to_three_channels(image: np.ndarray, size: int) -> torch.Tensor:
                          antialias=True)[0]
 
 
+def rgb_image(rgb: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W, 3) uint8 (or float in [0, 1]) -> (3, size, size) float32 with exposure and white
+    balance normalised per image (each channel divided by its median, median mapped to 0.4), so
+    the same part under a brighter lamp or another auto-exposure reads the same."""
+    t = to_three_channels(rgb, size)
+    med = t.flatten(1).median(dim=1).values.clamp_min(1e-3)
+    return (t * (0.4 / med)[:, None, None]).clamp(0, 1)
+
+
 def robust_normalise(sensor: np.ndarray, sensor_type: str = "thermal") -> np.ndarray:
     """Per-image robust normalisation of a thermal / X-ray image to [0, 1] (float32).
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from . import scoring as sc
-from .backbones import (ModelLoadError, load_backbone, select_device, sensor_image,
+from .backbones import (ModelLoadError, load_backbone, rgb_image, select_device, sensor_image,
                         to_three_channels, WEIGHTS_DIR)
 from .frame import (GEOMETRY, MODALITIES, RGB, SENSOR, SENSOR_TYPES, DefectRegion, Detection,
                     Frame, Hypothesis)
@@ -50,8 +50,9 @@ class DetectorConfig:
     min_history: int = 5
     #: fraction of memory parts averaged in mutual scoring (lowest per-part distances)
     mutual_fraction: float = 0.3
-    #: weight of the grounding fine mask in the anomaly map (0 = scoring map only)
-    grounding_weight: float = 0.5
+    #: weight of the grounding fine mask in the anomaly map (0 = scoring map only); None -> the
+    #: weight chosen on the auxiliary validation category, recorded in the grounding weights
+    grounding_weight: Optional[float] = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "DetectorConfig":
@@ -83,7 +84,7 @@ class DetectorConfig:
             raise ValueError(f"threshold must be in [0, 1] or None, got {self.threshold}")
         if not 0.0 < float(self.target_false_alarm_rate) < 0.5:
             raise ValueError("target_false_alarm_rate must be in (0, 0.5)")
-        if not 0.0 <= float(self.grounding_weight) <= 1.0:
+        if self.grounding_weight is not None and not 0.0 <= float(self.grounding_weight) <= 1.0:
             raise ValueError("grounding_weight must be in [0, 1]")
 
 
@@ -133,6 +134,11 @@ class Detector:
             self._defect_text = self.text.encode(self.sentences)
             self._normal_text = self.text.encode(NORMAL_SENTENCES)
             self.model_id += f"+grounding:{path.name}"
+            self._grounding_weight = self.config.grounding_weight
+            if self._grounding_weight is None:
+                import json
+                cfg = json.loads(self.grounding_meta.get("config", "{}"))
+                self._grounding_weight = float(cfg.get("grounding_weight", 0.5))
 
     # ---------------------------------------------------------------------------------------
     # public API
@@ -180,7 +186,7 @@ class Detector:
                 continue
             st = state[m]
             st.pinned = [f.flatten(1).T.contiguous() for f in have]
-            raw = []
+            raw, spreads = [], []
             for i, f in enumerate(have):
                 others = [g for j, g in enumerate(st.pinned) if j != i]
                 if not others:  # one reference: compare it with itself shifted by one patch
@@ -188,7 +194,8 @@ class Detector:
                 q = f.flatten(1).T
                 r = sc.mutual_score(q, torch.stack(others), self.config.mutual_fraction)
                 raw.append(float(sc.topk_mean(r)))
-            st.taught = sc.ScoreStats.of_scores(raw)
+                spreads.append(sc.spread(r))
+            st.taught = sc.ScoreStats.of_scores(raw, spread=float(np.median(spreads)))
             st.raw_scores.clear()
 
     def detect(self, frame: Frame, update_memory: bool = True) -> Detection:
@@ -239,7 +246,7 @@ class Detector:
             rgb = np.asarray(frame.rgb)
             if rgb.dtype != np.uint8:
                 rgb = np.clip(np.nan_to_num(rgb.astype(np.float32)), 0, 1)
-            images[RGB] = to_three_channels(rgb, S)
+            images[RGB] = rgb_image(rgb, S)
         if SENSOR in use:
             images[SENSOR] = to_three_channels(sensor_image(frame.sensor, frame.sensor_type), S)
         timings["preprocess"] = (time.perf_counter() - t0) * 1e3
@@ -268,29 +275,19 @@ class Detector:
         timings["features"] = (time.perf_counter() - t0) * 1e3
         return feats, images
 
-    def _detect(self, frame: Frame, update_memory: bool) -> Detection:
-        t_start = time.perf_counter()
-        timings: Dict[str, float] = {}
-        frame = self._validate(frame)
-        H, W = frame.shape
-        present = {m: bool(frame.present[m]) for m in MODALITIES}
-        threshold = self.threshold_for(frame.stream)
+    def _score(self, frame: Frame, timings: dict) -> dict:
+        """Features and calibrated per-modality maps of a frame (memory is not touched).
+
+        Returns a dict: used (modalities), feats, images, cmaps (modality -> (h, w) calibrated
+        map c), cscores (modality -> c), raw (modality -> (raw image score, spread)),
+        confident (bool)."""
         feats, images = self._features(frame, timings)
         used = [m for m in self.config.modalities if m in images]
-        if not used:
-            det = Detection(anomaly_map=np.zeros((H, W), np.float32),
-                            pred_mask=np.zeros((H, W), bool), pred_score=0.0,
-                            threshold=threshold, modality_scores={},
-                            modalities_present=present, timings_ms=timings,
-                            model_id=self.model_id, confident=False)
-            return self._finish(det, frame, timings, t_start)
-
-        # ---- scoring -------------------------------------------------------------------
         t0 = time.perf_counter()
         state = self._stream(frame.stream)
         cmaps: Dict[str, torch.Tensor] = {}
         cscores: Dict[str, float] = {}
-        raw_scores: Dict[str, float] = {}
+        raw_scores: Dict[str, tuple] = {}
         confident = True
         for m in used:
             f = feats[m]
@@ -307,16 +304,61 @@ class Detector:
             if stats is None:
                 stats = sc.cold_start_stats(raw)
                 confident = False
-            raw_scores[m] = float(sc.topk_mean(raw))
+            raw_scores[m] = (float(sc.topk_mean(raw)), sc.spread(raw))
             cmap = (raw - stats.loc) / stats.scale
             if m == RGB and "rgb:language" in feats:
-                cmap = torch.maximum(cmap, self._language_cmap(feats["rgb:language"], state,
+                cmap = torch.maximum(cmap, self._language_cmap(feats["rgb:language"],
                                                                frame.stream))
             cmaps[m] = cmap
             cscores[m] = float(sc.topk_mean(cmap))
+        timings["scoring"] = (time.perf_counter() - t0) * 1e3
+        return dict(used=used, feats=feats, images=images, cmaps=cmaps, cscores=cscores,
+                    raw=raw_scores, confident=confident)
+
+    def _evidence(self, scored: dict, registered: bool) -> torch.Tensor:
+        """(IN_CH, h, w) grounding evidence from the scored frame."""
+        from .grounding import build_evidence
+
+        cmaps = scored["cmaps"]
+        grid = next(iter(cmaps.values())).shape
+        squashed = {m: sc.squash(v) for m, v in cmaps.items()}
+        if not registered:  # unaligned maps cannot be fused per pixel
+            keep = RGB if RGB in squashed else scored["used"][0]
+            squashed = {keep: squashed[keep]}
+        return build_evidence(squashed, scored["images"], grid)
+
+    @torch.inference_mode()
+    def grounding_evidence(self, frame: Frame) -> torch.Tensor:
+        """Evidence tensor (IN_CH, h, w) for a frame, as the grounding module sees it (used by
+        the training script); memory and history are not changed."""
+        scored = self._score(self._validate(frame), {})
+        if not scored["used"]:
+            raise ValueError("frame has none of the configured modalities")
+        return self._evidence(scored, frame.registered)
+
+    def _detect(self, frame: Frame, update_memory: bool) -> Detection:
+        t_start = time.perf_counter()
+        timings: Dict[str, float] = {}
+        frame = self._validate(frame)
+        H, W = frame.shape
+        present = {m: bool(frame.present[m]) for m in MODALITIES}
+        threshold = self.threshold_for(frame.stream)
+        scored = self._score(frame, timings)
+        used, images, feats = scored["used"], scored["images"], scored["feats"]
+        if not used:
+            det = Detection(anomaly_map=np.zeros((H, W), np.float32),
+                            pred_mask=np.zeros((H, W), bool), pred_score=0.0,
+                            threshold=threshold, modality_scores={},
+                            modalities_present=present, timings_ms=timings,
+                            model_id=self.model_id, confident=False)
+            return self._finish(det, frame, timings, t_start)
+        t0 = time.perf_counter()
+        state = self._stream(frame.stream)
+        cmaps, cscores, raw_scores = scored["cmaps"], scored["cscores"], scored["raw"]
+        confident = scored["confident"]
         c = max(cscores.values())
         pred_score = sc.squash(c)
-        # Maps on the RGB grid; smoothing by a Gaussian of about half a patch.
+        # Maps on the RGB grid, smoothed by a Gaussian of about half a patch.
         full = {m: self._upsample(cm, (H, W)) for m, cm in cmaps.items()}
         if frame.registered:
             fused = torch.stack(list(full.values())).max(0).values
@@ -324,25 +366,18 @@ class Detector:
             fused = full[RGB] if RGB in full else full[used[0]]
         score_map = sc.squash(fused)
         modality_maps = {m: sc.squash(v).cpu().numpy().astype(np.float32) for m, v in full.items()}
-        timings["scoring"] = (time.perf_counter() - t0) * 1e3
+        timings["scoring"] += (time.perf_counter() - t0) * 1e3
 
         # ---- grounding ------------------------------------------------------------------
         t0 = time.perf_counter()
         ground = None
         anomaly_map = score_map
         if self.grounding is not None:
-            from .grounding import build_evidence
-
-            grid = next(iter(cmaps.values())).shape
-            squashed = {m: sc.squash(v) for m, v in cmaps.items()}
-            if not frame.registered:  # unaligned maps cannot be fused per pixel
-                keep = RGB if RGB in squashed else used[0]
-                squashed = {keep: squashed[keep]}
-            ev = build_evidence(squashed, images, grid)
+            ev = self._evidence(scored, frame.registered)
             ground = self.grounding(ev[None], self._defect_text, self._normal_text)
             fine = F.interpolate(ground.fine[:, None], size=(H, W), mode="bilinear",
                                  align_corners=False)[0, 0]
-            a = self.config.grounding_weight
+            a = self._grounding_weight
             # Geometric blend: the fine mask reshapes the evidence but cannot create a peak
             # where the calibrated scores saw nothing.
             anomaly_map = score_map.clamp_min(1e-6) ** (1 - a) * fine.clamp_min(1e-6) ** a
@@ -359,7 +394,8 @@ class Detector:
         if update_memory:
             for m in used:
                 st = state[m]
-                st.raw_scores.append(raw_scores[m])
+                st.raw_scores.append(raw_scores[m][0])
+                st.raw_spreads.append(raw_scores[m][1])
                 # Admit normal-looking parts only (a defective part would teach the memory that
                 # its defect is normal); bootstrap an empty memory with care: the first parts are
                 # admitted while the memory holds fewer than 2, their scores being uncalibrated.
@@ -377,12 +413,13 @@ class Detector:
                         model_id=self.model_id, confident=confident)
         return self._finish(det, frame, timings, t_start)
 
-    def _language_cmap(self, lmap: torch.Tensor, state, stream: str) -> torch.Tensor:
+    def _language_cmap(self, lmap: torch.Tensor, stream: str) -> torch.Tensor:
         """Calibrate the WinCLIP-style language map like a modality map (own stats, stored
         under a private key of the stream state)."""
         st = self._streams[stream].setdefault("rgb:language", sc.ModalityState(memory=deque()))
         stats = st.score_stats(self.config.min_history) or sc.cold_start_stats(lmap)
         st.raw_scores.append(float(sc.topk_mean(lmap)))
+        st.raw_spreads.append(sc.spread(lmap))
         return (lmap - stats.loc) / stats.scale
 
     def _upsample(self, m: torch.Tensor, size: tuple) -> torch.Tensor:

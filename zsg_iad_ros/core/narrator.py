@@ -21,8 +21,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from zsg_iad_ros.core.frame import Detection, Frame
 from zsg_iad_ros.core.report import modality_name
-from zsg_iad_ros.core.rules import Evidence, location_word, run_rules
+from zsg_iad_ros.core.rules import Evidence, location_word, run_rules, strongest_modality
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ def build_prompt(report: dict) -> str:
         lines.append(f"  {i}. {d['type'].replace('_', ' ')} in the "
                      f"{location_word(d['centroid_px'], size)}, {d['area_px']} px, "
                      f"{d['severity']}, supported by: {mods}")
+    top = strongest_modality(report)
+    if not report["defects"] and top is not None:
+        lines.append(f"- no region localised; strongest input: {modality_name(top, sensor_type)}")
     missing = ", ".join(modality_name(m, sensor_type) for m in report["missing_modalities"])
     lines.append(f"- missing inputs: {missing or 'none'}")
     lines.append(PROMPT_FOOTER)
@@ -187,6 +191,11 @@ class Narrator:
                ) -> "Future[NarrationResult]":
         """Queue a narration; never blocks. Only anomalous reports are narrated: others come
         back at once unchanged (status "skipped"), as do requests without an RGB image."""
+        if frame_rgb is not None:
+            frame_rgb = np.asarray(frame_rgb)
+            if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3 or frame_rgb.dtype != np.uint8:
+                raise ValueError(f"frame_rgb must be (H, W, 3) uint8, got {frame_rgb.shape} "
+                                 f"{frame_rgb.dtype}")
         fut: "Future[NarrationResult]" = Future()
         if callback is not None:
             fut.add_done_callback(lambda f: callback(f.result()))
@@ -210,6 +219,15 @@ class Narrator:
                     self.stats["dropped"] += 1
                     old[3].set_result(NarrationResult(old[1], False, status="dropped"))
         return fut
+
+    def submit_detection(self, frame: Frame, detection: Detection,
+                         callback: Optional[Callable[[NarrationResult], None]] = None,
+                         min_region_area_px: int = 16) -> "Future[NarrationResult]":
+        """`submit` for a finished detection (its `report` from `finalize_report`)."""
+        if detection.report is None:
+            raise ValueError("detection has no report: run finalize_report first")
+        evidence = Evidence.from_detection(detection, min_region_area_px, frame.sensor_type)
+        return self.submit(frame.rgb, detection.report, evidence, callback)
 
     def _work(self) -> None:
         while True:

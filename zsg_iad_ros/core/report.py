@@ -18,9 +18,8 @@ from scipy import ndimage
 from zsg_iad_ros.core.frame import (GEOMETRY, MODALITIES, RGB, SENSOR, THERMAL, XRAY,
                                     CameraIntrinsics, DefectRegion, Detection, Frame)
 from zsg_iad_ros.core.rules import (CONNECTIVITY, DECISIONS, LOCATIONS, REPORT_SCHEMA,
-                                    SCHEMA_VERSION, Evidence, canonical_type,
-                                    expected_decision,
-                                    location_word, run_rules)
+                                    SCHEMA_VERSION, Evidence, canonical_type, expected_decision,
+                                    location_word, run_rules, strongest_modality)
 
 __all__ = ["SCHEMA_VERSION", "REPORT_SCHEMA", "DECISIONS", "LOCATIONS", "build_report",
            "finalize_report", "regions_from_mask", "reasoning_text", "severity_of",
@@ -103,6 +102,11 @@ def reasoning_text(report: dict) -> Tuple[str, str]:
             sentences.append(f"The score {score:.2f} is at or above the threshold "
                              f"{threshold:.2f}, so the part is anomalous, but no region was "
                              f"localised in the image.")
+            top = strongest_modality(report)
+            if top is not None:
+                sentences.append(f"The strongest evidence comes from the "
+                                 f"{modality_name(top, sensor_type)} input (score "
+                                 f"{report['modality_scores'][top]:.2f}).")
             conclusion = "Anomalous without a localised region; reject the part."
     elif decision == "normal":
         sentences.append(f"No defect region was found: the score {score:.2f} is below the "
@@ -146,7 +150,10 @@ def build_report(detection: Detection, frame: Optional[Frame] = None) -> dict:
     Defects come from `detection.regions` as the detector found them; a normal or unknown
     decision lists none. `frame` (optional) adds the stamp, frame id and sensor type.
     """
-    h, w = np.asarray(detection.pred_mask).shape[:2]
+    mask_shape = np.shape(detection.pred_mask) if detection.pred_mask is not None else ()
+    if len(mask_shape) != 2 or min(mask_shape) < 1:
+        raise ValueError(f"detection.pred_mask must be (H, W), got shape {mask_shape}")
+    h, w = mask_shape
     decision = expected_decision(float(detection.pred_score), float(detection.threshold),
                                  bool(detection.confident))
     sensor_type = frame.sensor_type if frame is not None else THERMAL
@@ -158,8 +165,9 @@ def build_report(detection: Detection, frame: Optional[Frame] = None) -> dict:
         "threshold": _fnum(detection.threshold),
         "image_size": {"width": int(w), "height": int(h)},
         "sensor_type": sensor_type,
+        # a modality without a finite score (absent or failed) is left out
         "modality_scores": {m: _fnum(s) for m, s in detection.modality_scores.items()
-                            if m in MODALITIES},
+                            if m in MODALITIES and s is not None and math.isfinite(float(s))},
         "missing_modalities": list(detection.missing_modalities),
         "defects": ([_defect_from_region(r, (w, h)) for r in detection.regions]
                     if decision == "anomalous" else []),

@@ -334,6 +334,20 @@ def parse_text(text: str, defect_types: Iterable[str] = ()) -> dict:
             "missing": missing, "decisions": decisions}
 
 
+def strongest_modality(report) -> Optional[str]:
+    """Modality with the highest finite score in `modality_scores` (ties: `MODALITIES` order),
+    or None."""
+    scores = report.get("modality_scores") if isinstance(report, dict) else None
+    if not isinstance(scores, dict):
+        return None
+    best = None
+    for m in MODALITIES:
+        s = scores.get(m)
+        if isinstance(s, (int, float)) and math.isfinite(s) and (best is None or s > scores[best]):
+            best = m
+    return best
+
+
 # --------------------------------------------------------------------------- rules
 def _all_finite(value) -> bool:
     if isinstance(value, bool) or value is None or isinstance(value, str):
@@ -507,6 +521,9 @@ def rule_coherence(report, evidence: Optional[Evidence] = None) -> RuleResult:
         except (TypeError, ValueError, IndexError, ZeroDivisionError):
             pass
     modalities = {m for d in defects for m in (d.get("modalities") or []) if m in MODALITIES}
+    if report.get("decision") == "anomalous" and not defects:
+        top = strongest_modality(report)  # without regions the text names the strongest input
+        modalities = {top} if top else set()
     missing = {m for m in (report.get("missing_modalities") or []) if m in MODALITIES}
     decision = report.get("decision")
     said = parse_text(reasoning + " " + conclusion, types)

@@ -121,20 +121,22 @@ class ScoreStats:
     scale: float
 
     @staticmethod
-    def of_scores(scores, min_rel_scale: float = 0.05, min_abs_scale: float = 0.01
-                  ) -> "ScoreStats":
+    def of_scores(scores, spread: float = 0.0, min_rel_scale: float = 0.05,
+                  min_abs_scale: float = 1e-3) -> "ScoreStats":
         """Median and MAD (x 1.4826, a consistent sigma estimate under a normal majority). With
         fewer than 6 values the MAD is unstable, so the sample std is used when larger. The floor
         (a fraction of the location) keeps a few references that happen to agree closely from
         producing a hair-trigger scale; the absolute floor (patch features are unit-norm groups,
         distances lie in [0, 2]) does the same for a featureless modality whose normal distances
-        are all near zero."""
+        are all near zero. ``spread`` is the typical within-part spread of normal raw maps
+        (95th percentile - median); half of it is also a floor, since image scores cannot be
+        trusted to vary less between parts than patches vary within one part."""
         s = np.asarray(scores, dtype=np.float64)
         loc = float(np.median(s))
         mad = 1.4826 * float(np.median(np.abs(s - loc)))
         if 2 <= len(s) < 6:
             mad = max(mad, float(np.std(s, ddof=1)))
-        return ScoreStats(loc, max(mad, min_rel_scale * abs(loc), min_abs_scale))
+        return ScoreStats(loc, max(mad, min_rel_scale * abs(loc), 0.5 * spread, min_abs_scale))
 
 
 def calibrated_threshold(target_false_alarm_rate: float, n_modalities: int) -> float:
@@ -153,6 +155,7 @@ class ModalityState:
     memory: Deque[torch.Tensor]
     pinned: List[torch.Tensor] = field(default_factory=list)  # taught references, never rotated
     raw_scores: Deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    raw_spreads: Deque[float] = field(default_factory=lambda: deque(maxlen=64))
     taught: Optional[ScoreStats] = None
 
     def memory_tensor(self) -> Optional[torch.Tensor]:
@@ -165,7 +168,8 @@ class ModalityState:
         if self.taught is not None:
             return self.taught
         if len(self.raw_scores) >= min_history:
-            return ScoreStats.of_scores(list(self.raw_scores))
+            return ScoreStats.of_scores(list(self.raw_scores),
+                                        spread=float(np.median(self.raw_spreads)))
         return None
 
 
@@ -176,3 +180,9 @@ def cold_start_stats(raw: torch.Tensor) -> ScoreStats:
     v = raw.flatten().float()
     med, q99 = float(v.median()), float(torch.quantile(v, 0.99))
     return ScoreStats(q99, max((q99 - med) / 2, 1e-4))
+
+
+def spread(raw: torch.Tensor) -> float:
+    """95th percentile - median of a raw map: the within-part spread of patch scores."""
+    v = raw.flatten().float()
+    return float(torch.quantile(v, 0.95) - v.median())

@@ -193,10 +193,17 @@ def iter_bag_messages(path: Union[str, Path], topics: Optional[Iterable[str]] = 
         raise FileNotFoundError(f"no bag at {path}")
     ts = typestore()
     with Reader(path) as r:
-        conns = [c for c in r.connections if topics is None or c.topic in set(topics)]
-        for c in r.connections:
-            if c.msgtype not in ts.types and c.msgdef and c.msgdef.data:
-                ts.register(get_types_from_msg(c.msgdef.data, c.msgtype))
+        wanted = None if topics is None else set(topics)
+        conns = [c for c in r.connections if wanted is None or c.topic in wanted]
+        if not conns:
+            return  # rosbags reads every connection when given none
+        for c in conns:
+            if not raw and c.msgtype not in ts.types:
+                try:  # a type from elsewhere: its definition travels in the bag
+                    ts.register(get_types_from_msg(c.msgdef.data, c.msgtype))
+                except Exception as e:
+                    raise ValueError(f"{path}: cannot decode {c.topic} of unknown type "
+                                     f"{c.msgtype} ({e}); read it with raw=True") from e
         for conn, t, data in r.messages(connections=conns):
             yield conn.topic, conn.msgtype, t, (data if raw else
                                                 ts.deserialize_cdr(data, conn.msgtype))

@@ -58,7 +58,7 @@ def image_to_numpy(msg) -> np.ndarray:
     if h == 0 or w == 0:
         return np.zeros((h, w) if ch == 1 else (h, w, ch), dtype)
     rows = np.lib.stride_tricks.as_strided(buf, (h, row), (step, 1))
-    arr = np.ascontiguousarray(rows).view(dt).astype(dtype, copy=False)
+    arr = rows.copy().view(dt).astype(dtype, copy=False)  # own, writable memory
     return arr.reshape((h, w) if ch == 1 else (h, w, ch))
 
 

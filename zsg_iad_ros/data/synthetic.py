@@ -86,6 +86,13 @@ class DefectSpec:
         return tuple(m for m in self.modalities
                      if m != SENSOR or sensor_type in self.sensor_types)
 
+    def example_sentences(self, category: str) -> List[str]:
+        """The templates filled with neutral slot values for `category` (prompt text)."""
+        slots = dict(size="small", direction="across", where="centre",
+                     part=CATEGORIES[category].noun, modality_note="", item="a part",
+                     item_noun="part", item_the="the part")
+        return [t.format(**slots) for t in self.templates]
+
     def applies_to(self, category: str, sensor_type: Optional[str] = None) -> bool:
         if category not in CATEGORIES:
             return False
@@ -117,6 +124,8 @@ CATEGORIES: Dict[str, CategorySpec] = dict([
 _ALL3 = (RGB, SENSOR, GEOMETRY)
 _BOTH = (THERMAL, XRAY)
 _STRUCTURAL = tuple(n for n, c in CATEGORIES.items() if c.structural)
+#: Parts thick enough for an internal flaw (a fabric has no inside to hide a void in).
+_SOLID = tuple(n for n in CATEGORIES if n != "woven_fabric")
 
 
 def _dspec(name, phrase, modalities, sensor_types, templates, categories=None):
@@ -167,12 +176,14 @@ DEFECT_TYPES: Dict[str, DefectSpec] = dict([
     _dspec("void", "void", (SENSOR,), (XRAY,), [
         "an internal {size} void lies beneath the {where} of the {part}{modality_note}",
         "a {size} gas pore is trapped inside the {where} of the {part}{modality_note}",
-        "the {part} contains a hidden {size} cavity in its {where}{modality_note}"]),
+        "the {part} contains a hidden {size} cavity in its {where}{modality_note}"],
+        _SOLID),
     _dspec("inclusion", "inclusion", (SENSOR,), (XRAY,), [
         "a dense {size} inclusion is embedded inside the {where} of the {part}"
         "{modality_note}",
         "a {size} foreign body is trapped within the {where} of the {part}{modality_note}",
-        "the {part} holds a hidden {size} dense particle in its {where}{modality_note}"]),
+        "the {part} holds a hidden {size} dense particle in its {where}{modality_note}"],
+        _SOLID),
     _dspec("missing_part", "missing part", _ALL3, _BOTH, [
         "{item} is missing from the {where} of the {part}",
         "the {part} lacks {item} in its {where}",
@@ -483,6 +494,8 @@ class _Piece:
             mpp = g.m_per_px
             chord = np.sqrt(np.maximum(d[1] ** 2 - dd ** 2, 0)) * mpp * self.height
             top = self.z0 + d[1] * mpp * self.height + chord
+            if self.tilt != (0.0, 0.0):
+                top = top + self.tilt[0] * du + self.tilt[1] * dv
             path = 2000.0 * chord
         else:
             top = np.full(inside.shape, self.z0 + self.height, np.float32)
@@ -613,11 +626,11 @@ def _build_surface(category, rng, g):
                    eps=rng.uniform(*eps_r), mu=mu, tilt=tuple(rng.normal(0, 1.2e-5, 2)))
     pieces = [plate]
     if category == "pcb":
-        pieces += _pcb_components(rng, g, plate.z0 + thick)
+        pieces += _pcb_components(rng, g, plate)
     return pieces, {"surface": tex}
 
 
-def _pcb_components(rng, g, z_board):
+def _pcb_components(rng, g, board: _Piece):
     k, s = g.k, g.size
     pieces: List[_Piece] = []
     boxes = []
@@ -648,9 +661,12 @@ def _pcb_components(rng, g, z_board):
             r = math.hypot(a, b) + 3 * k
             if all(math.hypot(cu - bu, cv - bv) > r + br for bu, bv, br in boxes):
                 boxes.append((cu, cv, r))
-                pieces.append(_Piece(kd, float(cu), float(cv), ang, dims, z0=z_board, height=h,
+                # sit on the (tilted) board: its top at this spot, its slope
+                z0 = (board.z0 + board.height + board.tilt[0] * (cu - board.cu)
+                      + board.tilt[1] * (cv - board.cv))
+                pieces.append(_Piece(kd, float(cu), float(cv), ang, dims, z0=z0, height=h,
                                      colour=colour, spec=spec, shininess=40, eps=0.92, dT=dT,
-                                     mu=mu, role="component", label=kind,
+                                     mu=mu, tilt=board.tilt, role="component", label=kind,
                                      group=len(pieces)))
                 break
     return pieces
@@ -842,7 +858,7 @@ def _blob(rng, g, cu, cv, rx, ry, ang, rough):
     return np.clip((1.0 - r + 0.35 * n) / 0.25, 0, 1).astype(np.float32)
 
 
-def _apply_defect(name: str, rng, g: _Grid, scene: _Scene, clean: _Layers, sensor_type: str):
+def _apply_defect(name: str, rng, g: _Grid, scene: _Scene, clean: _Layers):
     """Plant `name`. Returns (layers, scene, info) where info has 'item' for structural ones."""
     k = g.k
     lay = clean.copy()
@@ -856,9 +872,13 @@ def _apply_defect(name: str, rng, g: _Grid, scene: _Scene, clean: _Layers, senso
         elif name == "extra_part":
             cu, cv = _pick_site(rng, part, 12 * k)
             top = float(clean.height[int(cv), int(cu)])
+            # follow the local slope of the surface it lies on
+            iv, iu = (min(max(int(x), 2), g.size - 3) for x in (cv, cu))
+            tilt = (float(clean.height[iv, iu + 2] - clean.height[iv, iu - 2]) / 4,
+                    float(clean.height[iv + 2, iu] - clean.height[iv - 2, iu]) / 4)
             kind = ["washer", "screw", "nut"][rng.integers(3)]
             steel = dict(colour=tuple(np.array([0.6, 0.61, 0.63]) * rng.uniform(0.8, 1.2)),
-                         spec=0.5, shininess=30, eps=0.25, mu=0.25, z0=top,
+                         spec=0.5, shininess=30, eps=0.25, mu=0.25, z0=top, tilt=tilt,
                          dT=-0.7 * float(scene.t_part.mean() - scene.t_amb))
             if kind == "washer":
                 r = rng.uniform(5, 12) * k
@@ -1220,7 +1240,7 @@ def generate_sample(category: str, defect_type: str, seed: int, size: int = 256,
         rng_d = _rng("defect", category, defect_type, seed, st)
         shows = spec.shows_in(st)
         for _attempt in range(8):
-            lay, _, info = _apply_defect(defect_type, rng_d, g, scene, clean, st)
+            lay, _, info = _apply_defect(defect_type, rng_d, g, scene, clean)
             masks = _measure_masks(clean, lay, scene.t_amb, st, shows,
                                    relative=0.25 if defect_type in _SMOOTH else 0.0)
             if any(m.any() for m in masks.values()):

@@ -127,10 +127,9 @@ def _bag_groups(path: str):
 
 def node_parameters(samples, params: Optional[dict] = None) -> dict:
     """Node parameters for replaying these samples: sensor type, registration and stream from
-    the data (a single value each), reliable inputs, no automatic missing-modality timeout
-    shorter than the replay period; `params` override."""
-    out = {"input_qos_reliability": "reliable", "queue_size": 100,
-           "sync_queue_size": 50, "missing_timeout_s": 3600.0}
+    the data (a single value each); everything else stays as configured (node defaults, or
+    `params`, which override), so drops of a too fast replay show as they would in the cell."""
+    out = {}
     kinds = {s.frame.sensor_type for s in samples if s.frame.sensor is not None}
     if len(kinds) == 1:
         out["sensor_type"] = kinds.pop()
@@ -207,9 +206,7 @@ def replay_into_node(bag: str, *, rate: float = 1.0, namespace: str = "",
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     executor = MultiThreadedExecutor(num_threads=4, context=ctx)
-    proc = None
-    inspection = None
-    spin = None
+    proc = node_log = inspection = spin = player = None
     try:
         player = rclpy.create_node(f"zsg_evaluate_live_{os.getpid()}", context=ctx)
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
@@ -236,15 +233,18 @@ def replay_into_node(bag: str, *, rate: float = 1.0, namespace: str = "",
                 cmd += ["-r", f"__ns:={ns}"]
             # Run from a neutral folder: from the source root, `-m` would import the source
             # tree (without the generated messages) instead of the installed package.
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, cwd=tempfile.gettempdir())
+            # Its log goes to a file: a pipe nobody reads would fill up and block the node.
+            node_log = tempfile.TemporaryFile(mode="w+")
+            proc = subprocess.Popen(cmd, stdout=node_log, stderr=subprocess.STDOUT, text=True,
+                                    cwd=tempfile.gettempdir())
         spin = threading.Thread(target=executor.spin, daemon=True)
         spin.start()
 
         def ready():
             if proc is not None and proc.poll() is not None:
+                node_log.seek(0)
                 raise RuntimeError(f"inspection_node exited with {proc.returncode}:\n"
-                                   f"{proc.stdout.read()[-4000:]}")
+                                   f"{node_log.read()[-4000:]}")
             return (all(p.get_subscription_count() > 0 for p in pubs.values())
                     and player.count_publishers(collector.report_topic) > 0)
         _wait(ready, startup_timeout_s, "the inspection node's subscriptions and publisher")
@@ -280,6 +280,8 @@ def replay_into_node(bag: str, *, rate: float = 1.0, namespace: str = "",
         executor.shutdown(timeout_sec=2.0)
         if inspection is not None:
             inspection.destroy_node()
+        if player is not None:
+            player.destroy_node()
         if proc is not None:
             proc.terminate()
             try:
@@ -287,6 +289,7 @@ def replay_into_node(bag: str, *, rate: float = 1.0, namespace: str = "",
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            node_log.close()
         if rclpy.ok(context=ctx):
             rclpy.shutdown(context=ctx)
         if spin is not None:
@@ -386,7 +389,7 @@ def evaluate_live(bag: str, *, rate: float = 1.0, params_file: Optional[str] = N
     between live and offline scores and maps.
     """
     from zsg_iad_ros.data.bags import read_bag
-    from zsg_iad_ros.evaluation.offline import RunOutput
+    from zsg_iad_ros.evaluation.offline import RunOutput, per_sample_table
 
     samples = list(read_bag(bag))
     if not samples:
@@ -438,7 +441,8 @@ def evaluate_live(bag: str, *, rate: float = 1.0, params_file: Optional[str] = N
                      "rate": rate, "node_parameters": node_params},
         "configs": {"all": {"modalities": present,
                             "model_id": model_id, "device": "", "overall": overall, **grouped,
-                            "draws": [], "spread": {}}},
+                            "draws": [], "spread": {},
+                            "per_sample": per_sample_table(results)}},
         "runs": {"all": run},
         "live": live,
     }

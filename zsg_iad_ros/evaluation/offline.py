@@ -82,6 +82,14 @@ def _result(index: int, sample: Sample, det: Detection, wall_ms: float,
         pixel_skip_reason=why)
 
 
+def per_sample_table(results: Sequence[SampleResult]) -> List[dict]:
+    """One JSON-friendly row per scored sample (first draw), for later analysis."""
+    return [{"sample_id": r.sample_id, "category": r.category, "defect_type": r.defect_type,
+             "label": r.label, "pred_score": r.pred_score, "threshold": r.threshold,
+             "anomalous": r.is_anomalous, "confident": r.confident,
+             "modality_scores": r.modality_scores} for r in results]
+
+
 class _Examples:
     """Keeps the RGB image of the `k` worst defective (lowest margin) and good (highest margin)
     results for overlays, without holding every image."""
@@ -231,7 +239,8 @@ def evaluate_samples(samples: SampleSource, detector_factory: DetectorFactory, *
             "draws": [{k: m[k] for k in ("image_auroc", "pixel_auroc", "aupro",
                                          "image_f1_max", "pixel_f1_max")}
                       for m in draw_metrics],
-            "spread": spread_over_draws(draw_metrics)}
+            "spread": spread_over_draws(draw_metrics),
+            "per_sample": per_sample_table(run.draws[0])}
         record["runs"][cname] = run
     return record
 

@@ -105,7 +105,8 @@ def plot_examples(examples: Sequence[SampleResult], path: str, title: str) -> st
                         transform=row[1].transAxes, wrap=True)
         verdict = "flagged" if r.is_anomalous else "passed"
         wrong = (r.label == 1) != r.is_anomalous
-        row[0].set_title(f"{r.category}/{r.defect_type} {r.sample_id}"[:48], fontsize=8)
+        sid = r.sample_id if len(r.sample_id) <= 44 else "..." + r.sample_id[-41:]
+        row[0].set_title(f"{r.category}/{r.defect_type}\n{sid}", fontsize=7)
         row[1].set_title(f"score {r.pred_score:.3f} thr {r.threshold:.3f}: {verdict}"
                          f"{' (WRONG)' if wrong else ''}", fontsize=8,
                          color="red" if wrong else "black")

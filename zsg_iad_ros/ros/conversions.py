@@ -359,7 +359,7 @@ def detection_to_report(det: Detection, header, sensor_type: str, stream: str,
     msg.mask_area_fraction = float(mask.mean()) if mask.size else 0.0
     report = det.report
     if report is not None:
-        msg.report_json = json.dumps(report, default=_json_default)
+        msg.report_json = json.dumps(report, default=json_default)
         msg.report_schema_version = str(report.get("schema_version", ""))
     for rule in det.rule_results:
         msg.rule_checks.append(RuleCheck(
@@ -376,7 +376,7 @@ def detection_to_report(det: Detection, header, sensor_type: str, stream: str,
     return msg
 
 
-def _json_default(obj):
+def json_default(obj):
     # numpy scalars and arrays that slipped into the report dict.
     if isinstance(obj, np.generic):
         return obj.item()

@@ -171,7 +171,8 @@ def run(bag: Path, out: Path, rate: float = 1.0, lockstep: bool = True, device: 
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             acc = node.accounting()
-            if acc["frames_pending"] == 0 and len(rec.printed) >= acc["frames_processed"]:
+            if (acc["frames_received"] >= player.parts and acc["frames_pending"] == 0
+                    and len(rec.printed) >= acc["frames_processed"]):
                 break
             time.sleep(0.05)
         elapsed = time.monotonic() - t0
@@ -183,6 +184,7 @@ def run(bag: Path, out: Path, rate: float = 1.0, lockstep: bool = True, device: 
         summary = {"parts_in": player.parts, "messages_published": counts,
                    "reports_out": len(rec.reports), "decisions": decisions,
                    "frames": acc, "drops": drops, "seconds": round(elapsed, 1),
+                   "latency_ms": {k: round(v, 1) for k, v in node.latency_ms().items()},
                    "output_folder": str(out.resolve())}
         executor.shutdown(timeout_sec=5.0)
         spinner.join(timeout=5.0)
@@ -213,6 +215,7 @@ def main(argv=None) -> int:
     print(f"\nparts in: {s['parts_in']}   reports out: {s['reports_out']}   "
           f"decisions: {s['decisions']}   in {s['seconds']} s")
     print(f"frames: {s['frames']}")
+    print(f"latency per part (set in -> report out) [ms]: {s['latency_ms']}")
     print(f"drops by reason: {drops or 'none'}")
     print(f"outputs (report JSON, mask PNG, overlay PNG per part, summary.json): "
           f"{s['output_folder']}")

@@ -9,6 +9,7 @@ and /diagnostics shows each term.
 from __future__ import annotations
 
 import collections
+import copy
 import json
 import sys
 import threading
@@ -29,7 +30,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 
 from zsg_iad_ros.core.frame import GEOMETRY, RGB, SENSOR, Frame
-from zsg_iad_ros.msg import AnomalyReport, StageLatency
+from zsg_iad_ros.msg import AnomalyReport, RuleCheck, StageLatency
 from zsg_iad_ros.ros import conversions as conv
 from zsg_iad_ros.ros.overlay import render_overlay
 from zsg_iad_ros.ros.params import INSPECTION_PARAMS
@@ -136,8 +137,16 @@ class InspectionNode(Node):
         self._start = time.monotonic()
 
         self.detector = detector if detector is not None else self._build_detector()
-        if detector is not None and self.p["threshold"] >= 0:
-            self.detector.set_threshold(float(self.p["threshold"]))
+        if detector is not None:  # a shared detector follows this node's threshold parameter
+            self.detector.set_threshold(self.p["threshold"] if self.p["threshold"] >= 0
+                                        else None)
+        self.narrator = None
+        if self.p["narrator_model"]:
+            from zsg_iad_ros.core.narrator import Narrator
+            self.narrator = Narrator(self.p["narrator_model"],
+                                     device=None if self.p["device"] == "auto"
+                                     else self.p["device"])
+            log.info(f"narrator {self.p['narrator_model']} on {self.narrator.device}")
 
         self._sync = self._make_sync()
 
@@ -163,6 +172,8 @@ class InspectionNode(Node):
         self.pub_map = self.create_publisher(Image, "inspection/anomaly_map", out_qos)
         self.pub_overlay = self.create_publisher(Image, "inspection/overlay", out_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
+        self.pub_narrated = self.create_publisher(AnomalyReport, "inspection/report_narrated",
+                                                  out_qos)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pub_info = self.create_publisher(String, "inspection/model_info", latched)
@@ -189,9 +200,6 @@ class InspectionNode(Node):
 
     def _build_detector(self):
         from zsg_iad_ros.core.detector import Detector, DetectorConfig
-        if self.p["narrator_model"]:
-            raise ValueError("narrator_model is set but this detector has no narrator stage; "
-                             "leave it empty")
         config = DetectorConfig.from_dict({
             "device": self.p["device"], "backbone": self.p["backbone"],
             "threshold": self.p["threshold"] if self.p["threshold"] >= 0 else None,
@@ -373,6 +381,8 @@ class InspectionNode(Node):
 
     def _to_frame(self, job: _Job) -> Optional[Frame]:
         rgb_msg, sensor_msg, cloud_msg = job.msgs
+        if job.camera_info is None:  # it may have arrived while the frame was queued
+            job.camera_info = self._camera_info
         try:
             rgb = conv.image_to_rgb(rgb_msg)
         except conv.ConversionError as e:
@@ -452,6 +462,27 @@ class InspectionNode(Node):
             self._stats.processed += 1
             self._stats.latencies_ms.append(total_ms)
             self._stats.done_times.append(done)
+        if self.narrator is not None and det.report is not None:
+            # Narration is slow and optional: it runs on its own worker and, when its text
+            # passes every rule, a narrated copy of the report follows on its own topic.
+            try:
+                self.narrator.submit_detection(
+                    frame, det, callback=lambda res, msg=report: self._on_narration(res, msg),
+                    min_region_area_px=self.p["min_region_area_px"])
+            except RuntimeError as e:  # narrator closed during shutdown
+                self._warn("narrator", f"narration not submitted: {e}")
+
+    def _on_narration(self, result, report: AnomalyReport):
+        if not result.accepted:
+            return
+        msg = copy.deepcopy(report)
+        msg.report_json = json.dumps(result.report, default=conv.json_default)
+        msg.rule_checks = [RuleCheck(name=str(r["name"]), passed=bool(r["passed"]),
+                                     reason=str(r.get("reason", "") or ""),
+                                     score=float(r.get("score", 0.0)))
+                           for r in result.rule_results]
+        msg.report_valid = all(c.passed for c in msg.rule_checks)
+        self.pub_narrated.publish(msg)
 
     # ----------------------------------------------------------------------------- parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -471,10 +502,11 @@ class InspectionNode(Node):
     def _publish_model_info(self):
         det = self.detector
         info = {
-            "model_id": getattr(det, "model_id", "") or self.p["backbone"],
-            "threshold": float(getattr(det, "threshold", self.p["threshold"]) or -1.0),
-            "sensor_type": self.p["sensor_type"], "device": str(getattr(det, "device", "")),
-            "labels": list(getattr(det, "defect_types", []) or []),
+            "model_id": det.model_id,
+            "threshold": float(det.threshold_for(self.p["stream"])),
+            "threshold_mode": "fixed" if self.p["threshold"] >= 0 else "calibrated",
+            "sensor_type": self.p["sensor_type"], "device": str(det.device),
+            "labels": sorted(set(getattr(det, "sentence_types", []) or [])),
             "stream": self.p["stream"],
             "inputs": {"rgb": self.p["rgb_topic"], "sensor": self.p["sensor_topic"],
                        "depth": self.p["depth_topic"]},
@@ -506,6 +538,15 @@ class InspectionNode(Node):
                     "inputs": dict(self._stats.input_drops),
                     "degraded": dict(self._stats.degraded)}
 
+    def latency_ms(self) -> Dict[str, float]:
+        """End-to-end latency (synchronized set -> report published) over the last 100 frames."""
+        with self._stats_lock:
+            lat = np.array(self._stats.latencies_ms, dtype=float)
+        if not lat.size:
+            return {}
+        return {"last": float(lat[-1]), "mean": float(lat.mean()),
+                "p95": float(np.percentile(lat, 95))}
+
     def modality_health(self) -> Dict[str, str]:
         now = time.monotonic()
         health = {}
@@ -529,7 +570,6 @@ class InspectionNode(Node):
             s = self._stats
             rates = {m: _rate(s.arrivals[m], now) for m in INPUTS}
             received = dict(s.received)
-            lat = np.array(s.latencies_ms, dtype=float)
             proc_rate = _rate(s.done_times, now)
         kv = lambda k, v: KeyValue(key=k, value=str(v))  # noqa: E731
         name = self.get_fully_qualified_name()
@@ -539,11 +579,10 @@ class InspectionNode(Node):
         pipe.values += [kv("queue_size", self.p["queue_size"]),
                         kv("processing_rate_hz", f"{proc_rate:.2f}"),
                         kv("sync_backend", self._sync_backend)]
-        if lat.size:
-            pipe.values += [kv("latency_ms_last", f"{lat[-1]:.1f}"),
-                            kv("latency_ms_mean", f"{lat.mean():.1f}"),
-                            kv("latency_ms_p95", f"{np.percentile(lat, 95):.1f}")]
+        pipe.values += [kv(f"latency_ms_{k}", f"{v:.1f}") for k, v in self.latency_ms().items()]
         pipe.values += [kv(f"drop.{k}", v) for k, v in sorted(drops["frames"].items())]
+        if self.narrator is not None:
+            pipe.values += [kv(f"narrator.{k}", v) for k, v in sorted(self.narrator.stats.items())]
         pipe.level = DiagnosticStatus.WARN if drops["frames"] else DiagnosticStatus.OK
         pipe.message = (f"{acc['frames_processed']} processed, {acc['frames_dropped']} dropped "
                         f"of {acc['frames_received']} frames")
@@ -578,6 +617,8 @@ class InspectionNode(Node):
             self._queue_cv.notify_all()
         if self._worker.is_alive():
             self._worker.join(timeout=5.0)
+        if self.narrator is not None:
+            self.narrator.close(timeout=5.0)
         return super().destroy_node()
 
 

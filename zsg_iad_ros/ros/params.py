@@ -79,7 +79,8 @@ INSPECTION_PARAMS = (
     ParamSpec("grounding_weights", "",
               "trained grounding module weights (.pt); empty = the shipped default", True),
     ParamSpec("narrator_model", "",
-              "vision-language narrator checkpoint (id or path); empty = off", True),
+              "vision-language narrator checkpoint (id or path); empty = off. Accepted "
+              "narrations follow on inspection/report_narrated", True),
     ParamSpec("reference_path", "",
               "folder or bag of known-good parts to teach before inspecting; empty = none", True),
     ParamSpec("stream", "default", "production stream key (part type / line)", True),

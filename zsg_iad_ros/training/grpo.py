@@ -13,7 +13,8 @@ Prompts come from the synthetic auxiliary split only (`data.splits.iter_split('a
 To keep data preparation cheap the facts are derived from the ground truth, not from detector
 runs: the ground-truth mask is the predicted mask, its components are the regions (type = the
 planted defect type, supporting modalities = those whose ground-truth mask covers the region),
-and the score is drawn above the threshold for defective parts and below it for good ones.
+and the score is drawn above the threshold for defective parts and below it for good ones
+(modalities whose ground truth does not show the defect score 0).
 """
 from __future__ import annotations
 
@@ -77,7 +78,9 @@ def detection_from_ground_truth(sample: Sample, threshold: float = 0.5,
                                 frame=frame) if sample.label else []
     return Detection(anomaly_map=mask.astype(np.float32) * score, pred_mask=mask,
                      pred_score=score, threshold=threshold,
-                     modality_scores={m: score for m in MODALITIES if frame.present[m]},
+                     # a modality scores high only where its ground truth shows the defect
+                     modality_scores={m: (score if not sample.label or gt_maps.get(m, mask).any()
+                                          else 0.0) for m in MODALITIES if frame.present[m]},
                      modalities_present=dict(frame.present), regions=regions,
                      model_id="ground-truth")
 
@@ -90,6 +93,7 @@ def writer_prompt(report: dict) -> str:
              f"- score {report['score']:.3f}, threshold {report['threshold']:.3f}",
              f"- image {report['image_size']['width']}x{report['image_size']['height']} px",
              f"- sensor: {sensor_type}",
+             "- modality scores: " + json.dumps(report.get("modality_scores", {})),
              "- missing inputs: " + (", ".join(report["missing_modalities"]) or "none"),
              f"- regions of the predicted mask: {len(report['defects'])}"]
     for d in report["defects"]:
