@@ -55,12 +55,16 @@ def parse_args(argv=None):
     p.add_argument("--draws", type=int, default=3, help="reference draws averaged (MulSen)")
     p.add_argument("--ablate-real", action="store_true",
                    help="also ablate modalities on MulSen with references (slow)")
+    p.add_argument("--max-per-type", type=int, default=0,
+                   help="real data: at most N parts per (category, defect type), N + references "
+                        "good parts per category, drawn at random (0 = all)")
     p.add_argument("--latency-frames", type=int, default=20)
     p.add_argument("--pixel-stride", type=int, default=1)
     p.add_argument("--sections", nargs="*",
                    default=["synthetic", "mulsen", "magnetic_tile", "latency"],
                    choices=["synthetic", "mulsen", "magnetic_tile", "latency"])
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--progress-every", type=int, default=25, help="progress line period")
     p.add_argument("--quick", action="store_true",
                    help="small run: 3 good + 7 defective per category, 2 draws, 8 latency "
                         "frames, pixel stride 2")
@@ -72,6 +76,11 @@ def parse_args(argv=None):
 
 
 # ---------------------------------------------------------------------------------------------
+def _common(args) -> dict:
+    return {"order_seed": args.seed, "pixel_stride": args.pixel_stride,
+            "progress_every": args.progress_every}
+
+
 def run_synthetic(args, factory):
     from zsg_iad_ros.data.splits import iter_split
     t = time.perf_counter()
@@ -79,32 +88,45 @@ def run_synthetic(args, factory):
                               size=args.size))
     print(f"[benchmark] synthetic test split: {len(samples)} samples generated in "
           f"{time.perf_counter() - t:.1f} s", file=sys.stderr)
-    return {"synthetic": evaluate_samples(
-        samples, factory, ablate_modalities=True, order_seed=args.seed,
-        pixel_stride=args.pixel_stride, name="synthetic zero-shot test split")}
+    return {"synthetic": evaluate_samples(samples, factory, ablate_modalities=True,
+                                          name="synthetic zero-shot test split",
+                                          **_common(args))}
+
+
+def limit_per_type(samples, n: int, extra_good: int, seed: int):
+    """At most n samples per (category, defect type), n + extra_good good ones per category."""
+    if n <= 0:
+        return samples
+    rng = np.random.default_rng(seed)
+    groups = {}
+    for i, s in enumerate(samples):
+        groups.setdefault((s.category, s.defect_type, s.label), []).append(i)
+    keep = []
+    for (_, _, label), idx in sorted(groups.items()):
+        k = n + extra_good if label == 0 else n
+        keep += sorted(rng.choice(idx, size=min(k, len(idx)), replace=False).tolist())
+    return [samples[i] for i in sorted(keep)]
 
 
 def run_mulsen(args, factory):
     from zsg_iad_ros.data.real import load_mulsen
-    samples = load_mulsen()
+    samples = limit_per_type(load_mulsen(), args.max_per_type, args.references, args.seed)
     out = {"mulsen_k0": evaluate_samples(samples, factory, references=0, ablate_modalities=True,
-                                         order_seed=args.seed, pixel_stride=args.pixel_stride,
-                                         name="MulSen-AD, 0 references")}
+                                         name="MulSen-AD, 0 references", **_common(args))}
     if args.references > 0:
         out[f"mulsen_k{args.references}"] = evaluate_samples(
             samples, factory, references=args.references, draws=args.draws, seed=args.seed,
-            ablate_modalities=args.ablate_real, order_seed=args.seed,
-            pixel_stride=args.pixel_stride,
-            name=f"MulSen-AD, {args.references} references x {args.draws} draws")
+            ablate_modalities=args.ablate_real,
+            name=f"MulSen-AD, {args.references} references x {args.draws} draws",
+            **_common(args))
     return out
 
 
 def run_magnetic_tile(args, factory):
     from zsg_iad_ros.data.real import load_magnetic_tile
-    samples = load_magnetic_tile()
-    return {"magnetic_tile": evaluate_samples(samples, factory, order_seed=args.seed,
-                                              pixel_stride=args.pixel_stride,
-                                              name="Magnetic tile, 0 references")}
+    samples = limit_per_type(load_magnetic_tile(), args.max_per_type, 0, args.seed)
+    return {"magnetic_tile": evaluate_samples(samples, factory, name="Magnetic tile, 0 references",
+                                              **_common(args))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,6 +199,11 @@ def print_tables(results: dict) -> str:
             o = c["overall"]
             lines.append(f"| {section} / {cname} | {o['n_samples']} | "
                          + " | ".join(cell(o[k]) for k in HEAD) + " |")
+            cm = c.get("category_mean", {})
+            if cm.get("n_categories", 0) > 1:
+                vals = " | ".join(cell(cm[k]) if k in cm else "" for k in HEAD)
+                lines.append(f"| {section} / {cname}, mean of {cm['n_categories']} categories "
+                             f"| | {vals} |")
     for section, rec in results.items():
         if section == "latency" or len(rec["configs"]) < 2:
             continue

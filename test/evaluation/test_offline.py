@@ -96,6 +96,8 @@ def test_perfect_separation_and_tables(samples):
     # A defect type is scored against the good parts of its categories: 6 + 6 good.
     assert per_dt["stain"]["n_good"] == 12 and per_dt["stain"]["n_defective"] == 6
     assert set(rec["configs"]["all"]["per_category"]) == {"plate", "tile"}
+    assert rec["configs"]["all"]["category_mean"]["n_categories"] == 2
+    assert rec["configs"]["all"]["category_mean"]["image_auroc"] == 1.0
 
 
 def test_ablation_shows_which_modality_is_needed(samples):
@@ -107,6 +109,9 @@ def test_ablation_shows_which_modality_is_needed(samples):
     assert no_sensor["hot_spot"]["image_auroc"] < 0.8
     assert no_rgb["hot_spot"]["image_auroc"] == 1.0
     assert no_rgb["stain"]["image_auroc"] < 0.8
+    cats = rec["configs"]["without_rgb"]["per_category"]
+    assert rec["configs"]["without_rgb"]["category_mean"]["aupro"] == pytest.approx(
+        (cats["plate"]["aupro"] + cats["tile"]["aupro"]) / 2)
 
 
 def test_teach_mode_excludes_references_and_averages_draws(samples):

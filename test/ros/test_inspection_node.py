@@ -1,10 +1,14 @@
 """The inspection node on a real rclpy graph over Fast DDS: stamps, content, drops, health."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 from zsg_ros_testkit import diag_values, good_part, header
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import PointCloud2
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
 
 from zsg_iad_ros.msg import AnomalyReport
 from zsg_iad_ros.ros import conversions as conv
@@ -153,12 +157,38 @@ def test_threshold_changes_at_runtime_within_range_only(make_graph):
 def test_report_message_content_is_consistent(make_graph):
     g = make_graph()
     rgb, sensor, points, _ = good_part(64)
+    # the cell announces the part type; later parts are judged within that stream
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    g.probe.create_publisher(String, "inspection/stream", latched).publish(
+        String(data=g.ns + "_gear"))
+    assert g.wait(lambda: g.node.stream == g.ns + "_gear", 10.0)
     g.publish(1.0, rgb, sensor, points)
     r = _check_outputs_share_stamp(g, 1.0, (64, 64))
+    assert r.stream == g.ns + "_gear"
     assert r.status in (AnomalyReport.STATUS_NORMAL, AnomalyReport.STATUS_ANOMALOUS,
                         AnomalyReport.STATUS_UNKNOWN)
     assert 0.0 <= r.pred_score <= 1.0 and 0.0 <= r.threshold <= 1.0
     assert r.report_schema_version and r.model_id
     stages = {s.stage for s in r.latencies}
     assert {"queue", "conversion", "detect", "total"} <= stages
-    assert isinstance(PointCloud2(), PointCloud2)
+    assert r.report_valid == all(c.passed for c in r.rule_checks)
+    assert json.loads(r.report_json)["schema_version"] == r.report_schema_version
+
+
+def test_reference_bag_gives_good_parts_per_stream(tmp_path):
+    from zsg_iad_ros.data.bags import write_bag
+    from zsg_iad_ros.data.synthetic import generate_sample
+    from zsg_iad_ros.ros.inspection_node import _load_reference_frames
+    samples = [generate_sample(c, d, k, size=32) for c in ("gear", "capsule")
+               for d, k in (("good", 1), ("crack", 2), ("good", 3))]
+    write_bag(tmp_path / "ref", samples)
+    by_stream = _load_reference_frames(str(tmp_path / "ref"), "default", limit=8)
+    assert {s: len(f) for s, f in by_stream.items()} == {"gear": 2, "capsule": 2}
+    assert all(f.stream == s for s, frames in by_stream.items() for f in frames)
+    assert len(_load_reference_frames(str(tmp_path / "ref"), "default", limit=1)["gear"]) == 1
+    with pytest.raises(FileNotFoundError, match="reference_path"):
+        _load_reference_frames(str(tmp_path / "none"), "default")
+    write_bag(tmp_path / "bad", [generate_sample("gear", "crack", 2, size=32)])
+    with pytest.raises(ValueError, match="no good part"):
+        _load_reference_frames(str(tmp_path / "bad"), "default")

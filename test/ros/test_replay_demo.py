@@ -32,7 +32,7 @@ def test_player_publishes_recorded_stamps_into_the_node(make_graph, small_bag):
     recorded = [conv.stamp_to_ns(m.header.stamp)
                 for _t, _ty, _ts, m in iter_bag_messages(small_bag, [TOPIC_RGB])]
 
-    def lockstep():
+    def lockstep(_stamp):
         assert g.wait(lambda: g.node.accounting()["frames_pending"] == 0
                       and g.node.accounting()["frames_received"] >= player.parts, WAIT_S)
 

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="start the node as a subprocess instead of in this process")
     live.add_argument("--no-node", action="store_true",
                       help="do not start a node: one is already running on the graph")
+    live.add_argument("--namespace", default=None,
+                      help="namespace of the node's topics (default: a fresh one for a node "
+                           "started here, the root namespace with --no-node)")
     live.add_argument("--timeout", type=float, default=30.0,
                       help="seconds to wait for outputs after the last input")
     live.add_argument("--no-plots", action="store_true")
@@ -114,6 +117,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from zsg_iad_ros.evaluation.live import evaluate_live
         record = evaluate_live(args.bag, rate=args.rate, params_file=args.params_file,
                                spawn=args.spawn, start_node=not args.no_node,
+                               namespace=args.namespace,
                                timeout_s=args.timeout, compare_offline=not args.no_offline)
         paths = write_outputs(record, args.out, plots=not args.no_plots)
     print(open(paths["summary"]).read())

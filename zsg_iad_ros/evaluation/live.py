@@ -395,7 +395,9 @@ def evaluate_live(bag: str, *, rate: float = 1.0, params_file: Optional[str] = N
     if not samples:
         raise ValueError(f"{bag}: no samples with ground truth")
     node_params = node_parameters(samples, {**_load_params_file(params_file), **(params or {})})
-    ns = namespace if namespace is not None else f"zsg_eval_{os.getpid()}"
+    if namespace is None:  # a node of our own gets a namespace of its own
+        namespace = f"zsg_eval_{os.getpid()}" if start_node else ""
+    ns = namespace
     detector = None
     if start_node and not spawn:
         from zsg_iad_ros.core.detector import Detector
@@ -430,7 +432,7 @@ def evaluate_live(bag: str, *, rate: float = 1.0, params_file: Optional[str] = N
     run = RunOutput("all", tuple(), [results], examples_bad[:n_examples],
                     examples_good[:n_examples])
     grouped = (grouped_metrics(results) if results
-               else {"per_category": {}, "per_defect_type": {}})
+               else {"per_category": {}, "per_defect_type": {}, "category_mean": {}})
     model_id = next((g.report.model_id for g in exchange["received"].values()
                      if g.report is not None), "")
     present = sorted({m for r in results for m, p in r.modalities_present.items() if p})

@@ -181,7 +181,8 @@ def evaluate_samples(samples: SampleSource, detector_factory: DetectorFactory, *
                       (a fresh detector: memory and calibration start empty).
     references/draws: teach mode, see the module docstring (draws is 1 without references).
     Returns {"name", "protocol", "configs": {config_name: {"modalities", "overall",
-    "per_category", "per_defect_type", "draws", "spread"}}, "runs": {config_name: RunOutput}}
+    "category_mean", "per_category", "per_defect_type", "draws", "spread", "per_sample"}},
+    "runs": {config_name: RunOutput}}
     where "runs" holds the per-sample results (not JSON); their maps are kept only for the
     first draw of the all-modality configuration (the one plotted), to bound memory.
     """
@@ -234,7 +235,8 @@ def evaluate_samples(samples: SampleSource, detector_factory: DetectorFactory, *
         record["configs"][cname] = {
             "modalities": list(mods), "model_id": run.model_id, "device": run.device,
             "overall": {k: v for k, v in avg.items()
-                        if k not in ("per_category", "per_defect_type")},
+                        if k not in ("per_category", "per_defect_type", "category_mean")},
+            "category_mean": avg["category_mean"],
             "per_category": avg["per_category"], "per_defect_type": avg["per_defect_type"],
             "draws": [{k: m[k] for k in ("image_auroc", "pixel_auroc", "aupro",
                                          "image_f1_max", "pixel_f1_max")}

@@ -104,7 +104,23 @@ def grouped_metrics(results: Sequence[SampleResult]) -> Dict[str, Dict[str, Dict
                   if (r.label == 1 and r.defect_type == dt)
                   or (r.label == 0 and r.category in cats)]
         per_defect[dt] = compute_metrics(subset, latency=False)
-    return {"per_category": per_category, "per_defect_type": per_defect}
+    return {"per_category": per_category, "per_defect_type": per_defect,
+            "category_mean": category_mean(per_category)}
+
+
+#: Metrics averaged over categories (the usual way of reporting per-category benchmarks).
+MEAN_KEYS = ("image_auroc", "image_f1_max", "pixel_auroc", "pixel_f1_max", "aupro")
+
+
+def category_mean(per_category: Dict[str, dict]) -> Dict[str, object]:
+    """Mean over categories of each metric (categories where it is NaN are left out)."""
+    out: Dict[str, object] = {"n_categories": len(per_category)}
+    for k in MEAN_KEYS:
+        v = np.array([float(m[k]) for m in per_category.values()], dtype=np.float64)
+        v = v[~np.isnan(v)]
+        out[k] = (M.Metric(v.mean()) if v.size
+                  else M.Metric.nan(f"{k} undefined in every category"))
+    return out
 
 
 def average_metrics(runs: Sequence[dict]) -> dict:

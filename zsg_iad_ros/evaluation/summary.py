@@ -8,13 +8,14 @@ from typing import Dict, List, Optional, Sequence
 
 from zsg_iad_ros.evaluation import metrics as M
 from zsg_iad_ros.evaluation.plots import plot_run
-from zsg_iad_ros.evaluation.results import to_json
+from zsg_iad_ros.evaluation.results import MEAN_KEYS, to_json
 
 HEADLINE = ("image_auroc", "image_f1_max", "pixel_auroc", "pixel_f1_max", "aupro",
             "false_alarm_rate", "miss_rate")
 _SHORT = {"image_auroc": "img AUROC", "image_f1_max": "img F1max", "pixel_auroc": "px AUROC",
           "pixel_f1_max": "px F1max", "aupro": "AUPRO@0.3", "false_alarm_rate": "false alarms",
-          "miss_rate": "misses", "n_samples": "n", "n_good": "good", "n_defective": "defective"}
+          "miss_rate": "misses", "n_samples": "n", "n_categories": "categories",
+          "n_good": "good", "n_defective": "defective"}
 
 
 def cell(value) -> str:
@@ -39,7 +40,7 @@ def table(rows: Dict[str, dict], columns: Sequence[str], first: str) -> List[str
     head = [first] + [_SHORT.get(c, c) for c in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, m in rows.items():
-        lines.append("| " + " | ".join([name] + [cell(m.get(c, float("nan")))
+        lines.append("| " + " | ".join([name] + [cell(m[c]) if c in m else ""
                                                  for c in columns]) + " |")
     return lines
 
@@ -71,6 +72,12 @@ def markdown(record: dict, title: Optional[str] = None) -> str:
     lines += ["## Overall", ""]
     overall_rows = {name: c["overall"] for name, c in configs.items()}
     lines += table(overall_rows, cols, "configuration") + [""]
+    means = {name: c["category_mean"] for name, c in configs.items()
+             if c.get("category_mean", {}).get("n_categories", 0) > 1}
+    if means:
+        lines += ["Mean over categories (the table above pools all parts, which also needs "
+                  "scores comparable across categories):", ""]
+        lines += table(means, ["n_categories"] + list(MEAN_KEYS), "configuration") + [""]
     lines += _reasons(overall_rows, HEADLINE)
     if main.get("spread"):
         lines += ["", "Standard deviation over draws (all modalities): " + ", ".join(

@@ -25,8 +25,9 @@ from PIL import Image as PILImage
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+from std_msgs.msg import String
 
 from zsg_iad_ros.data import bags
 from zsg_iad_ros.msg import AnomalyReport, GroundTruth, PartDecision
@@ -121,6 +122,16 @@ class OutputRecorder(Node):
               flush=True)
 
 
+def _streams(bag: Path) -> dict:
+    """Stamp -> part category from the bag's ground truth (a cell's recipe signal: the part
+    type, never the label)."""
+    try:
+        return {conv.stamp_to_ns(m.header.stamp): m.category
+                for _t, _ty, _ts, m in bags.iter_bag_messages(bag, [bags.TOPIC_GT]) if m.category}
+    except Exception:  # a bag without ground truth (or an older layout): one stream
+        return {}
+
+
 def _sensor_type(bag: Path) -> str:
     for _topic, _t, _ts, msg in bags.iter_bag_messages(bag, [bags.TOPIC_SENSOR]):
         return bags.sensor_type_from_frame_id(msg.header.frame_id) or "thermal"
@@ -143,17 +154,26 @@ def run(bag: Path, out: Path, rate: float = 1.0, lockstep: bool = True, device: 
         gate = RejectGate()
         rec = OutputRecorder(out)
 
-        def wait_node_idle():
-            # lockstep: the previous part is taken in and processed before the next is sent
-            end = time.monotonic() + timeout
-            while time.monotonic() < end:
-                if node.accounting()["frames_pending"] == 0 and \
-                        node.accounting()["frames_received"] >= player.parts:
-                    return
-                time.sleep(0.02)
+        streams = _streams(bag)
+        stream_pub = rec.create_publisher(String, "inspection/stream", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL))
 
-        player = BagPlayer(str(bag), rate=rate,
-                           before_part=wait_node_idle if lockstep else None)
+        def before_part(stamp_ns):
+            end = time.monotonic() + timeout
+            if lockstep:  # the previous part is processed before the next is sent
+                while time.monotonic() < end:
+                    acc = node.accounting()
+                    if acc["frames_pending"] == 0 and acc["frames_received"] >= player.parts:
+                        break
+                    time.sleep(0.02)
+            stream = streams.get(stamp_ns)
+            if stream and stream != node.stream:  # the cell announces a new part type
+                stream_pub.publish(String(data=stream))
+                while node.stream != stream and time.monotonic() < end:
+                    time.sleep(0.02)
+
+        player = BagPlayer(str(bag), rate=rate, before_part=before_part)
         nodes = [node, gate, rec, player]
         executor = MultiThreadedExecutor(num_threads=4)
         for n in nodes:

@@ -50,6 +50,7 @@ _OPTIONAL = (SENSOR, GEOMETRY)
 class _Job:
     msgs: tuple  # (rgb Image, sensor Image or None, PointCloud2 or None)
     camera_info: Optional[CameraInfo]
+    stream: str  # production stream in force when the set was formed
     enqueued: float  # time.monotonic()
 
 
@@ -134,6 +135,9 @@ class InspectionNode(Node):
         self._camera_info: Optional[CameraInfo] = None
         self._last_emitted = [None] * len(INPUTS)
         self._last_valid = {m: time.monotonic() for m in INPUTS}
+        #: production stream of the parts now arriving; `stream` parameter at start, then
+        #: whatever is published on inspection/stream (e.g. by the cell's PLC bridge)
+        self.stream: str = self.p["stream"]
         self._start = time.monotonic()
 
         self.detector = detector if detector is not None else self._build_detector()
@@ -177,6 +181,7 @@ class InspectionNode(Node):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pub_info = self.create_publisher(String, "inspection/model_info", latched)
+        self.create_subscription(String, "inspection/stream", self._on_stream, latched)
         log.info(f"input QoS: {self._qos_str(in_qos)}; output QoS: {self._qos_str(out_qos)}")
         log.info(f"inputs: rgb={self.p['rgb_topic']} sensor({self.p['sensor_type']})="
                  f"{self.p['sensor_topic']} depth={self.p['depth_topic']} "
@@ -211,10 +216,11 @@ class InspectionNode(Node):
         detector = Detector(config)
         self.get_logger().info(f"model {detector.model_id} on {detector.device}")
         if self.p["reference_path"]:
-            frames = _load_reference_frames(self.p["reference_path"], self.p["stream"])
-            detector.teach(frames)
-            self.get_logger().info(f"taught {len(frames)} reference parts from "
-                                   f"{self.p['reference_path']}")
+            by_stream = _load_reference_frames(self.p["reference_path"], self.p["stream"])
+            for stream, frames in by_stream.items():
+                detector.teach(frames)
+                self.get_logger().info(f"taught {len(frames)} good parts of stream '{stream}' "
+                                       f"from {self.p['reference_path']}")
         return detector
 
     def _make_sync(self):
@@ -307,6 +313,15 @@ class InspectionNode(Node):
             return
         self._camera_info = msg
 
+    def _on_stream(self, msg: String):
+        name = msg.data.strip()
+        if not name:
+            self._warn("stream", "ignored an empty stream name on inspection/stream")
+            return
+        if name != self.stream:
+            self.get_logger().info(f"stream: '{self.stream}' -> '{name}'")
+            self.stream = name
+
     def _on_sync_drop(self, reason: str, index: int, msg):
         self._drop_input(index, reason)
 
@@ -314,7 +329,8 @@ class InspectionNode(Node):
         for i, m in enumerate(msgs):
             if m is not None:
                 self._last_emitted[i] = stamp_ns(m)
-        job = _Job(msgs=tuple(msgs), camera_info=self._camera_info, enqueued=time.monotonic())
+        job = _Job(msgs=tuple(msgs), camera_info=self._camera_info, stream=self.stream,
+                   enqueued=time.monotonic())
         with self._queue_cv:
             self._queue.append(job)
             while len(self._queue) > self.p["queue_size"]:
@@ -428,7 +444,7 @@ class InspectionNode(Node):
                      intrinsics=intrinsics, stamp_ns=stamp_ns(rgb_msg),
                      frame_id=rgb_msg.header.frame_id or self.p["default_frame_id"],
                      cloud_frame_id=cloud_frame, registered=registered,
-                     stream=self.p["stream"])
+                     stream=job.stream)
 
     def _process(self, job: _Job):
         t0 = time.monotonic()
@@ -446,7 +462,7 @@ class InspectionNode(Node):
         if not header.frame_id:
             header.frame_id = self.p["default_frame_id"]
         report = conv.detection_to_report(
-            det, header, self.p["sensor_type"], self.p["stream"], frame.cloud_frame_id,
+            det, header, self.p["sensor_type"], frame.stream, frame.cloud_frame_id,
             {"queue": (t0 - job.enqueued) * 1e3, "conversion": (t1 - t0) * 1e3,
              "detect": (t2 - t1) * 1e3})
         self.pub_mask.publish(conv.mask_to_image(det.pred_mask, header))
@@ -503,11 +519,11 @@ class InspectionNode(Node):
         det = self.detector
         info = {
             "model_id": det.model_id,
-            "threshold": float(det.threshold_for(self.p["stream"])),
+            "threshold": float(det.threshold_for(self.stream)),
             "threshold_mode": "fixed" if self.p["threshold"] >= 0 else "calibrated",
             "sensor_type": self.p["sensor_type"], "device": str(det.device),
             "labels": sorted(set(getattr(det, "sentence_types", []) or [])),
-            "stream": self.p["stream"],
+            "stream": self.stream,
             "inputs": {"rgb": self.p["rgb_topic"], "sensor": self.p["sensor_topic"],
                        "depth": self.p["depth_topic"]},
         }
@@ -630,22 +646,26 @@ def _rate(times, now: float, window: float = 5.0) -> float:
     return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
 
 
-def _load_reference_frames(path: str, stream: str, limit: int = 8) -> List[Frame]:
-    """Known-good parts to teach, from a bag written by `zsg_iad_ros.data.bags.write_bag`:
-    the first `limit` parts labelled good (or all parts of a bag without ground truth)."""
+def _load_reference_frames(path: str, default_stream: str,
+                           limit: int = 8) -> Dict[str, List[Frame]]:
+    """Known-good parts to teach, per stream, from a bag written by
+    `zsg_iad_ros.data.bags.write_bag`: the first `limit` parts labelled good of each stream
+    (the ground truth's category; `default_stream` for a bag without ground truth)."""
     from zsg_iad_ros.data import bags
     if not Path(path).exists():
         raise FileNotFoundError(f"reference_path {path} does not exist")
-    frames = []
+    by_stream: Dict[str, List[Frame]] = {}
     for sample in bags.read_bag(path):
-        if sample.label == 0:
-            sample.frame.stream = stream
+        if sample.label != 0:
+            continue
+        if sample.frame.stream == "default":
+            sample.frame.stream = default_stream
+        frames = by_stream.setdefault(sample.frame.stream, [])
+        if len(frames) < limit:
             frames.append(sample.frame)
-        if len(frames) == limit:
-            break
-    if not frames:
+    if not by_stream:
         raise ValueError(f"reference_path {path} holds no good part")
-    return frames
+    return by_stream
 
 
 def main(args=None) -> int:

@@ -82,8 +82,11 @@ INSPECTION_PARAMS = (
               "vision-language narrator checkpoint (id or path); empty = off. Accepted "
               "narrations follow on inspection/report_narrated", True),
     ParamSpec("reference_path", "",
-              "folder or bag of known-good parts to teach before inspecting; empty = none", True),
-    ParamSpec("stream", "default", "production stream key (part type / line)", True),
+              "bag of known-good parts to teach before inspecting (up to 8 per stream, by "
+              "ground-truth category); empty = none", True),
+    ParamSpec("stream", "default",
+              "production stream key (part type / line) at start; a std_msgs/String on "
+              "inspection/stream switches it at runtime", True),
     ParamSpec("threshold", -1.0,
               "decision threshold on pred_score in [0, 1]; < 0 at start = calibrated "
               "automatically for target_false_alarm_rate. Settable at runtime within [0, 1]"),

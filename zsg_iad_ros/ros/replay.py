@@ -42,8 +42,9 @@ class BagPlayer(Node):
     """Publishes a bag. `play()` blocks until done (or `stop()`); spin the node elsewhere.
 
     rate: playback speed factor (1.0 = recorded timing; <= 0 = as fast as possible).
-    before_part: optional callable invoked before each new header stamp group is published
-      (the demo uses it to wait until the node has taken the previous part in).
+    before_part: optional callable `before_part(stamp_ns)` invoked before the first message of
+      each part (a new header stamp) is published; the demo uses it to wait until the node
+      has taken the previous part in and to announce the part's stream.
     """
 
     def __init__(self, bag: str, rate: float = 1.0, topics: Optional[Iterable[str]] = None,
@@ -95,8 +96,10 @@ class BagPlayer(Node):
             msg = deserialize_message(bytes(data), cls)
             stamp = _header_stamp_ns(msg)
             if stamp is not None and stamp != last_stamp:
-                if self.before_part is not None and last_stamp is not None:
-                    self.before_part()
+                if self.before_part is not None:
+                    self.before_part(stamp)
+                    if start_wall is not None:  # waiting is not replay time
+                        start_wall, start_bag = time.monotonic(), t_ns
                 last_stamp = stamp
                 self.parts += 1
             if self.rate > 0:

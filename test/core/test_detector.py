@@ -1,0 +1,212 @@
+"""Detector behaviour on synthetic parts: a defect planted in ONE modality is found where it was
+planted (and attributed to that modality), normal parts are not flagged, missing modalities are
+handled, the API validates its input."""
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from zsg_iad_ros.core.detector import Detector, DetectorConfig, ModelLoadError
+from zsg_iad_ros.core.frame import Frame
+from zsg_iad_ros.data.synthetic import generate_sample
+
+CAT = "moulded_plastic"      # thermal cell, surface part
+CAT_XRAY = "ceramic_tile"    # X-ray cell
+REF_SEEDS = (900, 901, 902, 903)
+
+
+def disk(center, r, size=256):
+    v, u = np.mgrid[0:size, 0:size]
+    return (u - center[0]) ** 2 + (v - center[1]) ** 2 <= r * r
+
+
+def plant(frame: Frame, modality: str, center=(170, 90), r=10) -> tuple:
+    """Copy of `frame` with a defect in ONE modality; returns (frame, mask)."""
+    m = disk(center, r)
+    f = dataclasses.replace(frame)
+    if modality == "rgb":       # dark stain
+        rgb = f.rgb.astype(np.float32)
+        rgb[m] *= 0.45
+        f.rgb = rgb.astype(np.uint8)
+    elif modality == "sensor":  # +2 K hot spot / denser inclusion
+        s = f.sensor.copy()
+        s[m] = s[m] + 2.0 if f.sensor_type == "thermal" else s[m] * 0.8
+        f.sensor = s
+    else:                       # 3 mm dent: points pushed away from the camera along their ray
+        p = f.points.copy()
+        v, u = np.mgrid[0:256, 0:256]
+        prof = np.exp(-((u - center[0]) ** 2 + (v - center[1]) ** 2) / (2 * (r / 1.5) ** 2))
+        p *= (1 + 0.003 / p[..., 2:3] * prof[..., None]).astype(np.float32)
+        f.points = p
+    return f, m
+
+
+@pytest.fixture(scope="module")
+def taught(detector_factory):
+    det = detector_factory()
+    det.teach([generate_sample(CAT, "good", s).frame for s in REF_SEEDS])
+    return det
+
+
+def found_where_planted(det, mask):
+    """Peak of the anomaly map inside the (dilated) planted mask, part flagged."""
+    v, u = np.unravel_index(np.argmax(det.anomaly_map), det.anomaly_map.shape)
+    near = ndimage.binary_dilation(mask, iterations=8)
+    return det.is_anomalous and near[v, u] and (det.pred_mask & near).sum() > 0.5 * \
+        det.pred_mask.sum()
+
+
+@pytest.mark.parametrize("modality", ["rgb", "sensor", "geometry"])
+def test_defect_in_one_modality_found_where_planted(taught, modality):
+    good = generate_sample(CAT, "good", 7).frame
+    frame, mask = plant(good, modality)
+    r = taught.detect(frame, update_memory=False)
+    assert found_where_planted(r, mask), (r.pred_score, r.threshold, r.modality_scores)
+    # the modality that shows it carries the evidence; the blind ones stay normal
+    assert r.modality_scores[modality] >= r.threshold
+    for other in set(r.modality_scores) - {modality}:
+        assert r.modality_scores[other] < r.threshold
+    region = max(r.regions, key=lambda x: x.area_px)
+    assert modality in region.modalities
+    x, y, w, h = region.bbox_xywh
+    assert x <= 170 <= x + w and y <= 90 <= y + h
+    assert r.hypotheses and r.hypotheses[0].sentence
+    if modality != "rgb":
+        assert region.centroid_3d is not None and 0.2 < region.centroid_3d[2] < 1.0
+
+
+def test_normal_parts_not_flagged(taught):
+    for seed in (11, 12, 13):
+        r = taught.detect(generate_sample(CAT, "good", seed).frame, update_memory=False)
+        assert not r.is_anomalous, (seed, r.pred_score, r.modality_scores)
+        assert not r.pred_mask.any() and not r.regions
+        assert r.confident
+
+
+def test_detection_fully_filled(taught):
+    s = generate_sample(CAT, "hole", 21)
+    r = taught.detect(s.frame, update_memory=False)
+    assert r.anomaly_map.shape == (256, 256) and r.anomaly_map.dtype == np.float32
+    assert 0 <= r.anomaly_map.min() and r.anomaly_map.max() <= 1
+    assert r.pred_mask.dtype == bool and 0 <= r.pred_score <= 1
+    assert set(r.modality_maps) == {"rgb", "sensor", "geometry"}
+    assert r.modalities_present == {"rgb": True, "sensor": True, "geometry": True}
+    for k in ("preprocess", "geometry", "features", "scoring", "grounding", "postprocess",
+              "report", "total"):
+        assert k in r.timings_ms
+    assert r.model_id.startswith("builtin:")
+    assert r.report is not None and r.report["decision"] in ("anomalous", "normal")
+    assert r.rule_results
+    assert r.is_anomalous and (r.pred_mask & s.gt_mask).any()
+    assert (r.anomaly_map[r.pred_mask] >= r.threshold).all()
+
+
+def test_xray_cell_inclusion(detector_factory):
+    det = detector_factory()
+    det.teach([generate_sample(CAT_XRAY, "good", s).frame for s in REF_SEEDS])
+    frame, mask = plant(generate_sample(CAT_XRAY, "good", 5).frame, "sensor", (80, 170))
+    r = det.detect(frame, update_memory=False)
+    assert found_where_planted(r, mask)
+    assert r.modality_scores["sensor"] >= r.threshold
+
+
+@pytest.mark.parametrize("missing", ["rgb", "sensor", "geometry"])
+def test_each_modality_missing(taught, missing):
+    # a sensor defect still found when another modality is absent
+    planted = "geometry" if missing == "sensor" else "sensor"
+    frame, mask = plant(generate_sample(CAT, "good", 7).frame, planted)
+    setattr(frame, {"rgb": "rgb", "sensor": "sensor", "geometry": "points"}[missing], None)
+    r = taught.detect(frame, update_memory=False)
+    assert missing not in r.modality_scores and missing not in r.modality_maps
+    assert r.modalities_present[missing] is False and r.missing_modalities == [missing]
+    assert found_where_planted(r, mask)
+    assert r.anomaly_map.shape == (256, 256)
+
+
+@pytest.mark.parametrize("only", ["rgb", "sensor", "geometry"])
+def test_only_one_modality(detector_factory, only):
+    key = {"rgb": "rgb", "sensor": "sensor", "geometry": "points"}[only]
+    goods = [generate_sample(CAT, "good", s).frame for s in REF_SEEDS]
+    strip = lambda f: dataclasses.replace(f, **{k: None for k in ("rgb", "sensor", "points")
+                                                 if k != key})
+    det = detector_factory(grounding=False)
+    det.teach([strip(f) for f in goods])
+    frame, mask = plant(generate_sample(CAT, "good", 7).frame, only)
+    r = det.detect(strip(frame), update_memory=False)
+    assert list(r.modality_scores) == [only]
+    assert found_where_planted(r, mask)
+    ok = det.detect(strip(generate_sample(CAT, "good", 12).frame), update_memory=False)
+    assert not ok.is_anomalous
+
+
+def test_no_modality_gives_unconfident_empty_detection(taught):
+    r = taught.detect(Frame(rgb=None, sensor=None, points=None,
+                            intrinsics=generate_sample(CAT, "good", 1).frame.intrinsics))
+    assert not r.confident and r.pred_score == 0 and not r.pred_mask.any()
+
+
+def test_streaming_cold_start_and_memory(detector_factory):
+    det = detector_factory(grounding=False, min_history=3)
+    first = det.detect(generate_sample(CAT, "good", 31).frame)
+    assert not first.confident  # no memory, no history
+    for s in (32, 33, 34):
+        r = det.detect(generate_sample(CAT, "good", s).frame)
+    assert r.confident
+    frame, mask = plant(generate_sample(CAT, "good", 35).frame, "sensor")
+    r = det.detect(frame)
+    assert found_where_planted(r, mask)
+    # the defective part is not admitted to memory
+    n = len(det._streams[CAT]["sensor"].memory)
+    det.detect(frame)
+    assert len(det._streams[CAT]["sensor"].memory) == n
+    det.reset(CAT)
+    assert CAT not in det._streams
+
+
+def test_threshold_override(taught):
+    frame = generate_sample(CAT, "good", 11).frame
+    taught.set_threshold(0.0)
+    try:
+        r = taught.detect(frame, update_memory=False)
+        assert r.threshold == 0.0 and r.is_anomalous
+    finally:
+        taught.set_threshold(None)
+    r = taught.detect(frame, update_memory=False)
+    assert 0 < r.threshold < 1 and not r.is_anomalous
+    with pytest.raises(ValueError):
+        taught.set_threshold(1.5)
+
+
+def test_config_from_dict_and_validation():
+    cfg = DetectorConfig.from_dict({"image_size": 128, "threshold": None,
+                                    "modalities": ["rgb", "geometry"]})
+    assert cfg.image_size == 128 and cfg.threshold is None
+    assert cfg.modalities == ("rgb", "geometry")
+    with pytest.raises(ValueError, match="unknown detector config key"):
+        DetectorConfig.from_dict({"imagesize": 3})
+    with pytest.raises(ValueError, match="modalities"):
+        DetectorConfig.from_dict({"modalities": ["lidar"]})
+    with pytest.raises(ModelLoadError, match="CUDA"):
+        import torch
+        if torch.cuda.is_available():
+            raise ModelLoadError("CUDA present: nothing to check")
+        Detector(DetectorConfig(device="cuda"))
+
+
+def test_bad_input_clear_errors(taught):
+    good = generate_sample(CAT, "good", 1).frame
+    with pytest.raises(ValueError, match="rgb"):
+        taught.detect(dataclasses.replace(good, rgb=np.zeros((256, 256), np.uint8)))
+    with pytest.raises(ValueError, match="sensor"):
+        taught.detect(dataclasses.replace(good, sensor=np.zeros((4, 256, 3), np.float32)))
+    with pytest.raises(ValueError, match="intrinsics"):
+        taught.detect(dataclasses.replace(good, points=np.zeros((100, 3), np.float32),
+                                          intrinsics=None))
+    with pytest.raises(ValueError, match="no valid point"):
+        taught.detect(dataclasses.replace(good, points=np.full((256, 256, 3), np.nan,
+                                                               np.float32)))
+    with pytest.raises(TypeError):
+        taught.detect("not a frame")
+    with pytest.raises(ValueError, match="1..8"):
+        taught.teach([])
