@@ -123,8 +123,7 @@ class ScoreStats:
     @staticmethod
     def of_scores(scores, spread: float = 0.0, min_rel_scale: float = 0.05,
                   min_abs_scale: float = 1e-3) -> "ScoreStats":
-        """Median and MAD (x 1.4826, a consistent sigma estimate under a normal majority). With
-        fewer than 6 values the MAD is unstable, so the sample std is used when larger. The floor
+        """Median and MAD (x 1.4826, a consistent sigma estimate under a normal majority). The floor
         (a fraction of the location) keeps a few references that happen to agree closely from
         producing a hair-trigger scale; the absolute floor (patch features are unit-norm groups,
         distances lie in [0, 2]) does the same for a featureless modality whose normal distances
@@ -134,8 +133,6 @@ class ScoreStats:
         s = np.asarray(scores, dtype=np.float64)
         loc = float(np.median(s))
         mad = 1.4826 * float(np.median(np.abs(s - loc)))
-        if 2 <= len(s) < 6:
-            mad = max(mad, float(np.std(s, ddof=1)))
         return ScoreStats(loc, max(mad, min_rel_scale * abs(loc), 0.5 * spread, min_abs_scale))
 
 
