@@ -50,6 +50,10 @@ class DetectorConfig:
     min_history: int = 5
     #: fraction of memory parts averaged in mutual scoring (lowest per-part distances)
     mutual_fraction: float = 0.3
+    #: rotated copies of each taught reference kept in memory (1 = none); parts that lie in any
+    #: orientation then find their patches in the references; capped so that references x
+    #: rotations <= max(memory_size, references)
+    reference_rotations: int = 4
     #: weight of the grounding fine mask in the anomaly map (0 = scoring map only); None -> the
     #: weight chosen on the auxiliary validation category, recorded in the grounding weights
     grounding_weight: Optional[float] = None
@@ -78,6 +82,8 @@ class DetectorConfig:
                              f"{self.modalities}")
         if not 32 <= int(self.image_size) <= 1024:
             raise ValueError(f"image_size must be in [32, 1024], got {self.image_size}")
+        if int(self.reference_rotations) < 1:
+            raise ValueError("reference_rotations must be >= 1")
         if int(self.memory_size) < 1:
             raise ValueError(f"memory_size must be >= 1, got {self.memory_size}")
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
@@ -177,26 +183,51 @@ class Detector:
         if len(streams) != 1:
             raise ValueError(f"teach frames must belong to one stream, got {sorted(streams)}")
         stream = frames[0].stream
-        feats = [self._features(self._validate(f), {})[0] for f in frames]
+        n_rot = max(1, min(int(self.config.reference_rotations),
+                           int(self.config.memory_size) // len(frames)))
+        # feats[i][r][m]: features of reference i rotated by r * 360 / n_rot degrees
+        feats = [self._rotated_features(self._validate(f), n_rot) for f in frames]
         self.reset(stream)
         state = self._stream(stream)
         for m in self.config.modalities:
-            have = [fm[m] for fm in feats if m in fm]
+            have = [[fr[m] for fr in fi] for fi in feats if m in fi[0]]
             if not have:
                 continue
             st = state[m]
-            st.pinned = [f.flatten(1).T.contiguous() for f in have]
+            st.pinned = [f.flatten(1).T.contiguous() for fi in have for f in fi]
+            st.n_references = len(have)
             raw, spreads = [], []
-            for i, f in enumerate(have):
-                others = [g for j, g in enumerate(st.pinned) if j != i]
-                if not others:  # one reference: compare it with itself shifted by one patch
-                    others = [torch.roll(f, shifts=(1, 1), dims=(1, 2)).flatten(1).T]
+            for i, fi in enumerate(have):
+                others = [g.flatten(1).T for j, fj in enumerate(have) if j != i for g in fj]
+                f = fi[0]
+                if not others:  # one reference: its rotations, or itself shifted by one patch
+                    others = [g.flatten(1).T for g in fi[1:]] or [
+                        torch.roll(f, shifts=(1, 1), dims=(1, 2)).flatten(1).T]
                 q = f.flatten(1).T
                 r = sc.mutual_score(q, torch.stack(others), self.config.mutual_fraction)
                 raw.append(float(sc.topk_mean(r)))
                 spreads.append(sc.spread(r))
             st.taught = sc.ScoreStats.of_scores(raw, spread=float(np.median(spreads)))
             st.raw_scores.clear()
+
+    def _rotated_features(self, frame: Frame, n_rot: int) -> list:
+        """[features of the frame's modality images rotated by k * 360 / n_rot degrees]."""
+        _, images = self._features(frame, {})
+        out = []
+        for k in range(n_rot):
+            if k == 0:
+                rot = images
+            else:
+                a = 2 * np.pi * k / n_rot
+                rot = {m: _rotate(img, a) for m, img in images.items()}
+            names = list(rot)
+            if not names:
+                out.append({})
+                continue
+            batch = torch.stack([rot[m].to(self.device) for m in names])
+            f = sc.local_aggregate(self.backbone.features(batch).float(), 3)
+            out.append({m: f[i] for i, m in enumerate(names)})
+        return out
 
     def detect(self, frame: Frame, update_memory: bool = True) -> Detection:
         with torch.inference_mode():
@@ -400,7 +431,7 @@ class Detector:
                 # its defect is normal); bootstrap an empty memory with care: the first parts are
                 # admitted while the memory holds fewer than 2, their scores being uncalibrated.
                 if not is_anom or (not st.pinned and len(st.memory) < 2):
-                    cap = max(1, self.config.memory_size - len(st.pinned))
+                    cap = max(1, self.config.memory_size - st.n_references)
                     if st.memory.maxlen != cap:
                         st.memory = deque(st.memory, maxlen=cap)
                     st.memory.append(feats[m].flatten(1).T.contiguous())
@@ -498,3 +529,13 @@ class Detector:
         timings["report"] = (time.perf_counter() - t0) * 1e3
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         return det
+
+
+def _rotate(img: torch.Tensor, angle: float) -> torch.Tensor:
+    """Rotate a (C, H, W) image about its centre; borders are extended (not zero-filled) so the
+    rotation adds no artificial edges."""
+    c, s_ = float(np.cos(angle)), float(np.sin(angle))
+    theta = torch.tensor([[c, -s_, 0.0], [s_, c, 0.0]], dtype=img.dtype, device=img.device)
+    grid = F.affine_grid(theta[None], (1,) + tuple(img.shape), align_corners=False)
+    return F.grid_sample(img[None], grid, mode="bilinear", padding_mode="border",
+                         align_corners=False)[0]

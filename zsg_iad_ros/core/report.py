@@ -306,6 +306,10 @@ def finalize_report(detection: Detection, frame: Optional[Frame] = None,
 
 
 def _finite_or_none(value):
+    if isinstance(value, np.generic):  # numpy scalars that slipped into the dict
+        value = value.item()
+    elif isinstance(value, np.ndarray):
+        value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):

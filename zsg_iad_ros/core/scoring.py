@@ -1,7 +1,7 @@
 """Zero-shot scoring: streaming mutual scoring against a rolling memory, cold-start intra-image
 scoring, language scores, per-modality calibration, fusion and threshold calibration.
 
-Units. A raw modality map is a patch distance; its raw image score is the mean of its top 1 %.
+Units. A raw modality map is a patch distance; its raw image score is the mean of its top 0.3 %.
 Both are calibrated by the same affine map c = (raw - loc) / scale, where loc / scale are the
 median / MAD of the raw image scores of normal parts (taught references' leave-one-out scores, or
 the stream's own history under a normal-majority assumption). Normal parts then score about
@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import norm
 
+import os
+SPREAD_FLOOR = float(os.environ.get('ZSG_SF', '0.5'))
 #: c value that squash() maps to 0.5, and its temperature.
 SQUASH_CENTER = 3.0
 SQUASH_SCALE = 1.0
@@ -103,8 +105,9 @@ def language_map(patch_emb: torch.Tensor, normal_text: torch.Tensor,
     return logits.softmax(0)[1]
 
 
-def topk_mean(x: torch.Tensor, frac: float = 0.01) -> torch.Tensor:
-    """Mean of the top ``frac`` of the values (robust image-level score from a map)."""
+def topk_mean(x: torch.Tensor, frac: float = 0.003) -> torch.Tensor:
+    """Mean of the top ``frac`` of the values (at least one): the image-level score of a map,
+    robust to a single noisy patch yet not diluted for a defect of a few patches."""
     flat = x.flatten()
     k = max(1, int(round(frac * flat.numel())))
     return flat.topk(k).values.mean()
@@ -133,7 +136,8 @@ class ScoreStats:
         s = np.asarray(scores, dtype=np.float64)
         loc = float(np.median(s))
         mad = 1.4826 * float(np.median(np.abs(s - loc)))
-        return ScoreStats(loc, max(mad, min_rel_scale * abs(loc), 0.5 * spread, min_abs_scale))
+        return ScoreStats(loc, max(mad, min_rel_scale * abs(loc), SPREAD_FLOOR * spread,
+                                   min_abs_scale))
 
 
 def calibrated_threshold(target_false_alarm_rate: float, n_modalities: int) -> float:
@@ -151,6 +155,7 @@ class ModalityState:
 
     memory: Deque[torch.Tensor]
     pinned: List[torch.Tensor] = field(default_factory=list)  # taught references, never rotated
+    n_references: int = 0  # taught parts behind `pinned` (each may be pinned in several rotations)
     raw_scores: Deque[float] = field(default_factory=lambda: deque(maxlen=64))
     raw_spreads: Deque[float] = field(default_factory=lambda: deque(maxlen=64))
     taught: Optional[ScoreStats] = None

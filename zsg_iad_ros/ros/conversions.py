@@ -11,7 +11,6 @@ ROS 1 one), so the few lines they would contribute are written here by hand.
 from __future__ import annotations
 
 import array
-import json
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
 from zsg_iad_ros.core.frame import MODALITIES, CameraIntrinsics, DefectRegion, Detection
+from zsg_iad_ros.core.report import report_to_json
 from zsg_iad_ros.msg import (AnomalyReport, DefectRegion as DefectRegionMsg, ModalityScore,
                              RuleCheck, StageLatency)
 
@@ -359,7 +359,7 @@ def detection_to_report(det: Detection, header, sensor_type: str, stream: str,
     msg.mask_area_fraction = float(mask.mean()) if mask.size else 0.0
     report = det.report
     if report is not None:
-        msg.report_json = json.dumps(report, default=json_default)
+        msg.report_json = report_to_json(report)
         msg.report_schema_version = str(report.get("schema_version", ""))
     for rule in det.rule_results:
         msg.rule_checks.append(RuleCheck(
@@ -374,12 +374,3 @@ def detection_to_report(det: Detection, header, sensor_type: str, stream: str,
     stages.update(latencies_ms or {})
     msg.latencies = [StageLatency(stage=str(k), milliseconds=float(v)) for k, v in stages.items()]
     return msg
-
-
-def json_default(obj):
-    # numpy scalars and arrays that slipped into the report dict.
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")

@@ -30,6 +30,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 
 from zsg_iad_ros.core.frame import GEOMETRY, RGB, SENSOR, Frame
+from zsg_iad_ros.core.report import report_to_json
 from zsg_iad_ros.msg import AnomalyReport, RuleCheck, StageLatency
 from zsg_iad_ros.ros import conversions as conv
 from zsg_iad_ros.ros.overlay import render_overlay
@@ -492,7 +493,7 @@ class InspectionNode(Node):
         if not result.accepted:
             return
         msg = copy.deepcopy(report)
-        msg.report_json = json.dumps(result.report, default=conv.json_default)
+        msg.report_json = report_to_json(result.report)
         msg.rule_checks = [RuleCheck(name=str(r["name"]), passed=bool(r["passed"]),
                                      reason=str(r.get("reason", "") or ""),
                                      score=float(r.get("score", 0.0)))

@@ -248,7 +248,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bb-good", type=int, default=6, help="good parts per aux category")
     ap.add_argument("--bb-defective", type=int, default=6)
-    ap.add_argument("--bb-steps", type=int, default=600)
+    ap.add_argument("--bb-steps", type=int, default=400)
     ap.add_argument("--n-ref", type=int, default=4, help="good parts taught per category")
     ap.add_argument("--n-good", type=int, default=8)
     ap.add_argument("--n-defective", type=int, default=28)
