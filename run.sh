@@ -12,7 +12,8 @@ bash tools/setup_env.sh
 source tools/activate.sh
 case "$cmd" in
   demo)
-    python -m zsg_iad_ros.ros.demo --bag zsg_iad_ros/resources/sample_replay --out outputs/demo "$@"
+    python -m zsg_iad_ros.ros.demo --bag zsg_iad_ros/resources/sample_replay \
+      --reference zsg_iad_ros/resources/sample_reference --out outputs/demo "$@"
     ;;
   test)
     # pytest, not `python -m pytest`: the latter would put the source tree (without the generated

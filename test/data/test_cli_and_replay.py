@@ -5,7 +5,8 @@ import numpy as np
 
 from zsg_iad_ros.data.bags import read_bag
 from zsg_iad_ros.data.cli import main
-from zsg_iad_ros.data.make_sample_replay import DEFAULT_OUT, replay_samples
+from zsg_iad_ros.data.make_sample_replay import (DEFAULT_OUT, DEFAULT_REFERENCE_OUT,
+                                                 reference_samples, replay_samples)
 from zsg_iad_ros.data.splits import HELDOUT_DEFECTS, TEST_CATEGORIES
 
 
@@ -38,3 +39,14 @@ def test_bundled_replay_matches_the_generator():
         assert r.frame.rgb.tobytes() == e.frame.rgb.tobytes()
         assert r.frame.points.tobytes() == e.frame.points.tobytes()
         assert np.array_equal(r.gt_mask, e.gt_mask)
+
+
+def test_bundled_reference_bag_holds_other_good_parts():
+    recorded = list(read_bag(DEFAULT_REFERENCE_OUT))
+    expected = reference_samples()
+    assert [r.sample_id for r in recorded] == [e.sample_id for e in expected]
+    assert all(r.label == 0 for r in recorded)
+    assert {r.category for r in recorded} == {s.category for s in replay_samples()}
+    assert not {r.sample_id for r in recorded} & {s.sample_id for s in replay_samples()}
+    for r, e in zip(recorded, expected):
+        assert r.frame.rgb.tobytes() == e.frame.rgb.tobytes()
