@@ -1,14 +1,11 @@
 """Backbone loading: tiny random transformers checkpoints saved to disk and reloaded offline
 through the same path as real ones; device selection; safe weight loading errors."""
-import json
-
 import numpy as np
 import pytest
 import torch
 
 from zsg_iad_ros.core.backbones import (BuiltinBackbone, ModelLoadError, TransformersBackbone,
                                         load_backbone, select_device, sensor_image)
-from zsg_iad_ros.core.frame import Frame
 
 
 def _tiny_tokenizer(path):

@@ -8,7 +8,6 @@ fed as 3-channel images (see ``to_three_channels``).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import List, Optional

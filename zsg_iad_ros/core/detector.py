@@ -335,7 +335,9 @@ class Detector:
             if stats is None:
                 stats = sc.cold_start_stats(raw)
                 confident = False
-            raw_scores[m] = (float(sc.topk_mean(raw)), sc.spread(raw))
+            # Scores against fewer than 2 memory parts are inflated: kept out of the history.
+            n_mem = 0 if mem is None else mem.shape[0]
+            raw_scores[m] = (float(sc.topk_mean(raw)), sc.spread(raw), n_mem >= 2)
             cmap = (raw - stats.loc) / stats.scale
             if m == RGB and "rgb:language" in feats:
                 cmap = torch.maximum(cmap, self._language_cmap(feats["rgb:language"],
@@ -375,7 +377,7 @@ class Detector:
         present = {m: bool(frame.present[m]) for m in MODALITIES}
         threshold = self.threshold_for(frame.stream)
         scored = self._score(frame, timings)
-        used, images, feats = scored["used"], scored["images"], scored["feats"]
+        used, feats = scored["used"], scored["feats"]
         if not used:
             det = Detection(anomaly_map=np.zeros((H, W), np.float32),
                             pred_mask=np.zeros((H, W), bool), pred_score=0.0,
@@ -425,8 +427,9 @@ class Detector:
         if update_memory:
             for m in used:
                 st = state[m]
-                st.raw_scores.append(raw_scores[m][0])
-                st.raw_spreads.append(raw_scores[m][1])
+                if raw_scores[m][2]:
+                    st.raw_scores.append(raw_scores[m][0])
+                    st.raw_spreads.append(raw_scores[m][1])
                 # Admit normal-looking parts only (a defective part would teach the memory that
                 # its defect is normal); bootstrap an empty memory with care: the first parts are
                 # admitted while the memory holds fewer than 2, their scores being uncalibrated.

@@ -15,7 +15,7 @@ are 0 in the maps and False in ``valid``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Optional
 
 import numpy as np
 import torch

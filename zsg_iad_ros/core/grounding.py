@@ -17,8 +17,6 @@ Shapes: evidence (B, IN_CH, h, w) float32 on the patch grid; sentences (S, E) no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -14,30 +14,45 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, List, Optional
+from typing import Deque, List, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.stats import norm
 
-import os
-SPREAD_FLOOR = float(os.environ.get('ZSG_SF', '0.5'))
+#: floor of the image-score scale, as a fraction of the within-part spread of normal maps
+SPREAD_FLOOR = 0.5
 #: c value that squash() maps to 0.5, and its temperature.
 SQUASH_CENTER = 3.0
 SQUASH_SCALE = 1.0
 
 
 def squash(c):
-    """Calibrated score (normal ~ N(0, 1)) -> [0, 1]; monotone, 0.5 at c = SQUASH_CENTER."""
+    """Calibrated score (normal ~ N(0, 1)) -> [0, 1]; monotone, 0.5 at c = SQUASH_CENTER.
+
+    A logistic below the centre; above it a rational tail 0.5 + 0.5 x / (x + 4) that never
+    saturates in floating point, so strongly anomalous parts keep their ranking (a logistic
+    would round them all to exactly 1.0)."""
     if torch.is_tensor(c):
-        return torch.sigmoid((c - SQUASH_CENTER) / SQUASH_SCALE)
-    return 1.0 / (1.0 + math.exp(-(float(c) - SQUASH_CENTER) / SQUASH_SCALE))
+        x = (c.float() - SQUASH_CENTER) / SQUASH_SCALE
+        xp = x.clamp_min(0)
+        return torch.where(x < 0, torch.sigmoid(x), 0.5 + 0.5 * xp / (xp + 4.0))
+    x = (float(c) - SQUASH_CENTER) / SQUASH_SCALE
+    if x < 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    return 0.5 + 0.5 * x / (x + 4.0)
 
 
 def unsquash(p: float) -> float:
-    p = min(max(float(p), 1e-6), 1 - 1e-6)
-    return SQUASH_CENTER + SQUASH_SCALE * math.log(p / (1 - p))
+    """Inverse of squash (p clipped to (0, 1))."""
+    p = min(max(float(p), 1e-12), 1 - 1e-12)
+    if p < 0.5:
+        x = math.log(p / (1 - p))
+    else:
+        q = 2.0 * p - 1.0
+        x = 4.0 * q / (1.0 - q)
+    return SQUASH_CENTER + SQUASH_SCALE * x
 
 
 def local_aggregate(feat: torch.Tensor, r: int = 3) -> torch.Tensor:
@@ -81,8 +96,8 @@ def intra_image_score(feat: torch.Tensor, min_offset: float = 0.25, k_frac: floa
     """
     C, h, w = feat.shape
     x = feat.reshape(C, -1).T.float()
-    yy, xx = torch.meshgrid(torch.arange(h, device=feat.device), torch.arange(w, device=feat.device),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(torch.arange(h, device=feat.device),
+                            torch.arange(w, device=feat.device), indexing="ij")
     pos = torch.stack([yy.flatten() / h, xx.flatten() / w], 1).float()
     near = torch.cdist(pos, pos) < min_offset
     d = torch.cdist(x, x)

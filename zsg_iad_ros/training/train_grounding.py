@@ -224,8 +224,10 @@ def _validate(net, rows, bank_text, normal_text) -> dict:
     for ev, mask, _, _ in rows:
         out = net(ev[None], bank_text, normal_text)
         H, W = mask.shape
-        up = lambda t: F.interpolate(t[None, None], size=(H, W), mode="bilinear",
-                                     align_corners=False)[0, 0]
+
+        def up(t):
+            return F.interpolate(t[None, None], size=(H, W), mode="bilinear",
+                                 align_corners=False)[0, 0]
         ys.append(mask[::4, ::4].flatten().numpy() > 0.5)
         score.append(up(ev[3])[::4, ::4].flatten().numpy())
         fine.append(up(out.fine[0])[::4, ::4].flatten().numpy())
