@@ -8,7 +8,8 @@ setup(
     version="0.1.0",
     packages=find_packages(include=["zsg_iad_ros", "zsg_iad_ros.*"]),
     include_package_data=True,
-    package_data={"zsg_iad_ros": ["weights/*", "resources/*", "resources/sample_replay/*", "resources/sample_reference/*"]},
+    package_data={"zsg_iad_ros": ["weights/*", "resources/*", "resources/sample_replay/*",
+                                  "resources/sample_reference/*"]},
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [

@@ -1,4 +1,4 @@
-"""Geometry maps: a planted bump / dent shows where planted, on organized and unorganized clouds."""
+"""Geometry maps: a planted bump / dent shows where planted, organized and unorganized clouds."""
 import numpy as np
 import pytest
 import torch

@@ -171,7 +171,8 @@ class TransformersBackbone:
         try:
             config = AutoConfig.from_pretrained(name, **kw)
         except Exception as exc:
-            raise ModelLoadError(f"cannot load a transformers config from {name!r}: {exc}") from exc
+            raise ModelLoadError(
+                f"cannot load a transformers config from {name!r}: {exc}") from exc
         mt = config.model_type
         classes = {"clip": "CLIPModel", "siglip": "SiglipModel", "siglip2": "Siglip2Model",
                    "dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel",
@@ -259,7 +260,8 @@ class TransformersBackbone:
         pad = "max_length" if self.family == "siglip" else True
         tok = self.tokenizer(list(sentences), padding=pad, truncation=True, return_tensors="pt",
                              max_length=min(64, getattr(self.tokenizer, "model_max_length", 64)))
-        tok = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
+        tok = {k: v.to(self.device) for k, v in tok.items()
+               if k in ("input_ids", "attention_mask")}
         emb = self.model.get_text_features(**tok)
         if not torch.is_tensor(emb):  # some versions return a model output
             emb = emb.pooler_output

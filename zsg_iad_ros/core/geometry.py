@@ -7,7 +7,8 @@ Two paths:
   they run on the GPU when one is present;
 * offline, UNORGANIZED cloud (N, 3): open3d normals and curvature (eigenvalues of the local
   covariance), FPFH descriptors on request (about 1.5 s per 50k points: never on the live path),
-  then projected onto the image grid through the pinhole model and finished with the organized path.
+  then projected onto the image grid through the pinhole model and finished with the organized
+  path.
 
 Every map is float32 (H, W); invalid pixels (NaN / inf / non-positive depth / nothing projected)
 are 0 in the maps and False in ``valid``.

@@ -85,7 +85,8 @@ class SlotAttention(nn.Module):
 
 @dataclass
 class GroundingOutput:
-    """coarse (B, h, w) and fine (B, h', w') probabilities; slots (B, K, D); attention (B, K, h, w);
+    """coarse (B, h, w) and fine (B, h', w') probabilities; slots (B, K, D);
+    attention (B, K, h, w);
     slot_anomaly (B, K) probability that each slot is selected by a defect sentence."""
 
     coarse: torch.Tensor
