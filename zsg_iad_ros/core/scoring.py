@@ -141,13 +141,13 @@ class ScoreStats:
     @staticmethod
     def of_scores(scores, spread: float = 0.0, min_rel_scale: float = 0.05,
                   min_abs_scale: float = 1e-3) -> "ScoreStats":
-        """Median and MAD (x 1.4826, a consistent sigma estimate under a normal majority).
-        The floor (a fraction of the location) keeps a few references that happen to agree
-        closely from producing a hair-trigger scale; the absolute floor (patch features are unit-norm groups,
-        distances lie in [0, 2]) does the same for a featureless modality whose normal distances
-        are all near zero. ``spread`` is the typical within-part spread of normal raw maps
-        (95th percentile - median); half of it is also a floor, since image scores cannot be
-        trusted to vary less between parts than patches vary within one part."""
+        """Median and MAD (x 1.4826, a consistent sigma estimate under a normal majority). The
+        floor (a fraction of the location) keeps a few references that happen to agree closely
+        from producing a hair-trigger scale; the absolute floor (patch features are unit-norm
+        groups, distances lie in [0, 2]) does the same for a featureless modality whose normal
+        distances are all near zero. ``spread`` is the typical within-part spread of normal raw
+        maps (95th percentile - median); half of it is also a floor, since image scores cannot
+        be trusted to vary less between parts than patches vary within one part."""
         s = np.asarray(scores, dtype=np.float64)
         loc = float(np.median(s))
         mad = 1.4826 * float(np.median(np.abs(s - loc)))
