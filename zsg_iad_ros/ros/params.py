@@ -77,7 +77,7 @@ INSPECTION_PARAMS = (
     ParamSpec("backbone", "builtin",
               "feature backbone: builtin, or a transformers checkpoint id / local path", True),
     ParamSpec("grounding_weights", "",
-              "trained grounding module weights (.pt); empty = the shipped default", True),
+              "trained grounding module weights (.safetensors); empty = the shipped default", True),
     ParamSpec("narrator_model", "",
               "vision-language narrator checkpoint (id or path); empty = off. Accepted "
               "narrations follow on inspection/report_narrated", True),
