@@ -23,8 +23,9 @@ def _send(g, t, sample):
 
 def test_planted_defect_rejected_where_planted_and_good_part_passes(make_graph):
     g = make_graph({"allow_missing_modalities": False}, with_gate=True)
-    # A few good parts fill the stream memory (the detector is unsure on a cold start).
-    for k in range(6):
+    # A few good parts fill the stream memory and score history (the detector is unsure on a
+    # cold start: it needs min_history scored parts, each against at least 2 memory parts).
+    for k in range(8):
         _send(g, 1.0 + k, generate_sample(CATEGORY, "good", 100 + k, size=SIZE))
     defect = generate_sample(CATEGORY, "hole", 8, size=SIZE)
     good = generate_sample(CATEGORY, "good", 200, size=SIZE)
@@ -69,7 +70,7 @@ def test_planted_defect_rejected_where_planted_and_good_part_passes(make_graph):
     assert d_good.decision == PartDecision.DECISION_PASS and not d_good.regions
 
     acc = g.settle()
-    assert acc["frames_received"] == acc["frames_processed"] == 8 and acc["frames_dropped"] == 0
+    assert acc["frames_received"] == acc["frames_processed"] == 10 and acc["frames_dropped"] == 0
     assert g.wait(lambda: g.messages("diagnostics") and diag_values(
-        g.messages("diagnostics")[-1]).get("pipeline/frames_processed") == "8", 5.0)
+        g.messages("diagnostics")[-1]).get("pipeline/frames_processed") == "10", 5.0)
     assert diag_values(g.messages("diagnostics")[-1])["modalities/geometry"] == "ok"

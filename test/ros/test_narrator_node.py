@@ -15,7 +15,7 @@ def tiny_vlm(tmp_path_factory):
     return build_tiny_qwen2_vl(str(tmp_path_factory.mktemp("tiny_vlm")))
 
 
-def _flagged_parts(g, n=7):
+def _flagged_parts(g, n=9):
     """threshold 0: every confident part is anomalous; the first ones fill the history."""
     rgb, sensor, points, _ = good_part(64)
     for k in range(n):
