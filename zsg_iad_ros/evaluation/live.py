@@ -141,22 +141,13 @@ def node_parameters(samples, params: Optional[dict] = None) -> dict:
 
 
 def detector_config_from_params(params: dict):
-    """The `DetectorConfig` the node builds from its parameters (same mapping as the node)."""
+    """The `DetectorConfig` the node builds from its parameters (the node's own mapping)."""
     from zsg_iad_ros.core.detector import DetectorConfig
-    from zsg_iad_ros.ros.params import INSPECTION_PARAMS
+    from zsg_iad_ros.ros.params import INSPECTION_PARAMS, detector_config_dict
 
     p = {spec.name: spec.default for spec in INSPECTION_PARAMS}
     p.update(params)
-    wanted = {
-        "device": p["device"], "backbone": p["backbone"], "sensor_type": p["sensor_type"],
-        "threshold": p["threshold"] if p["threshold"] >= 0 else None,
-        "target_false_alarm_rate": p["target_false_alarm_rate"],
-        "memory_size": p["memory_size"], "min_region_area_px": p["min_region_area_px"],
-        "grounding_weights": p["grounding_weights"] or None,
-        "narrator_model": p["narrator_model"] or None,
-    }
-    known = {f.name for f in dataclasses.fields(DetectorConfig)}
-    return DetectorConfig(**{k: v for k, v in wanted.items() if k in known})
+    return DetectorConfig.from_dict(detector_config_dict(p))
 
 
 def _load_params_file(path: Optional[str]) -> dict:

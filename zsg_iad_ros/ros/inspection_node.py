@@ -34,7 +34,7 @@ from zsg_iad_ros.core.report import report_to_json
 from zsg_iad_ros.msg import AnomalyReport, RuleCheck, StageLatency
 from zsg_iad_ros.ros import conversions as conv
 from zsg_iad_ros.ros.overlay import render_overlay
-from zsg_iad_ros.ros.params import INSPECTION_PARAMS
+from zsg_iad_ros.ros.params import INSPECTION_PARAMS, detector_config_dict
 from zsg_iad_ros.ros.synchronizer import ApproximateTimeSynchronizer, stamp_ns
 
 try:  # a ROS install provides it; the PyPI wheels do not
@@ -206,14 +206,7 @@ class InspectionNode(Node):
 
     def _build_detector(self):
         from zsg_iad_ros.core.detector import Detector, DetectorConfig
-        config = DetectorConfig.from_dict({
-            "device": self.p["device"], "backbone": self.p["backbone"],
-            "threshold": self.p["threshold"] if self.p["threshold"] >= 0 else None,
-            "target_false_alarm_rate": self.p["target_false_alarm_rate"],
-            "memory_size": self.p["memory_size"],
-            "min_region_area_px": self.p["min_region_area_px"],
-            "grounding_weights": self.p["grounding_weights"] or None,
-        })
+        config = DetectorConfig.from_dict(detector_config_dict(self.p))
         detector = Detector(config)
         self.get_logger().info(f"model {detector.model_id} on {detector.device}")
         if self.p["reference_path"]:

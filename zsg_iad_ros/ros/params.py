@@ -77,7 +77,7 @@ INSPECTION_PARAMS = (
     ParamSpec("backbone", "builtin",
               "feature backbone: builtin, or a transformers checkpoint id / local path", True),
     ParamSpec("grounding_weights", "",
-              "trained grounding module weights (.safetensors); empty = the shipped default", True),
+              "grounding module weights (.safetensors); empty = the shipped default", True),
     ParamSpec("narrator_model", "",
               "vision-language narrator checkpoint (id or path); empty = off. Accepted "
               "narrations follow on inspection/report_narrated", True),
@@ -104,3 +104,16 @@ INSPECTION_PARAMS = (
     ParamSpec("log_throttle_s", 5.0, "minimum interval between repeated warnings [s]",
               range=(0.0, 3600.0)),
 )
+
+
+def detector_config_dict(p: dict) -> dict:
+    """The `DetectorConfig` fields the node derives from its parameters (`p`: name -> value).
+    One mapping for the node and for evaluations that must reproduce it offline."""
+    return {
+        "device": p["device"], "backbone": p["backbone"],
+        "threshold": p["threshold"] if p["threshold"] >= 0 else None,
+        "target_false_alarm_rate": p["target_false_alarm_rate"],
+        "memory_size": p["memory_size"],
+        "min_region_area_px": p["min_region_area_px"],
+        "grounding_weights": p["grounding_weights"] or None,
+    }
