@@ -49,6 +49,7 @@ class OutputRecorder(Node):
         self.lock = threading.Lock()
         self.reports, self.decisions, self.truth = {}, {}, {}
         self.printed = set()
+        self.saved = {"mask": set(), "overlay": set()}  # stamps whose image is on disk
         self.files = 0
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(AnomalyReport, "inspection/report", self._on_report, qos)
@@ -68,6 +69,7 @@ class OutputRecorder(Node):
         PILImage.fromarray(np.ascontiguousarray(arr)).save(
             self.out / f"{self.key(msg.header)}_{kind}.png")
         with self.lock:
+            self.saved[kind].add(self.key(msg.header))
             self.files += 1
 
     def _on_truth(self, msg):
@@ -191,8 +193,13 @@ def run(bag: Path, out: Path, rate: float = 1.0, lockstep: bool = True, device: 
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             acc = node.accounting()
-            if (acc["frames_received"] >= player.parts and acc["frames_pending"] == 0
-                    and len(rec.printed) >= acc["frames_processed"]):
+            done = acc["frames_processed"]
+            with rec.lock:  # every output of every processed part is in (topics race)
+                outputs_in = (len(rec.printed) >= done and len(rec.saved["mask"]) >= done
+                              and (len(rec.saved["overlay"]) >= done
+                                   or not node.p["publish_overlay"]))
+            if acc["frames_received"] >= player.parts and acc["frames_pending"] == 0 \
+                    and outputs_in:
                 break
             time.sleep(0.05)
         elapsed = time.monotonic() - t0
