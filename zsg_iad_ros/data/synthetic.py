@@ -814,6 +814,14 @@ def _sites(part: np.ndarray, margin: float) -> np.ndarray:
     return idx
 
 
+def _ellipse_r2(g, cu: float, cv: float, rx: float, ry: float, angle: float) -> np.ndarray:
+    """Squared normalised radius of every pixel in an ellipse centred at (cu, cv) with
+    semi-axes rx, ry [px] rotated by `angle` [rad]: < 1 inside."""
+    c, s = math.cos(angle), math.sin(angle)
+    du, dv = g.u - cu, g.v - cv
+    return ((c * du + s * dv) / rx) ** 2 + ((-s * du + c * dv) / ry) ** 2
+
+
 def _pick_site(rng, part, margin):
     idx = _sites(part, margin)
     i = idx[rng.integers(idx.size)]
@@ -965,9 +973,7 @@ def _apply_defect(name: str, rng, g: _Grid, scene: _Scene, clean: _Layers):
         cu, cv = _pick_site(rng, part, 16 * k)
         rx = rng.uniform(6, 24) * k
         ry = rx * rng.uniform(0.6, 1.0)
-        c, s = math.cos(a := rng.uniform(0, np.pi)), math.sin(a)
-        du, dv = g.u - cu, g.v - cv
-        r2 = ((c * du + s * dv) / rx) ** 2 + ((-s * du + c * dv) / ry) ** 2
+        r2 = _ellipse_r2(g, cu, cv, rx, ry, rng.uniform(0, np.pi))
         prof = np.clip(1 - r2, 0, None) ** 2 * part
         amp = rng.uniform(3e-4, 2.5e-3) * (-1 if name == "dent" else 1)
         lay.height += amp * prof
@@ -1010,9 +1016,7 @@ def _apply_defect(name: str, rng, g: _Grid, scene: _Scene, clean: _Layers):
         cu, cv = _pick_site(rng, part, 12 * k)
         r = rng.uniform(4, 16) * k
         ry = r * rng.uniform(0.6, 1.0)
-        c, s = math.cos(a := rng.uniform(0, np.pi)), math.sin(a)
-        du, dv = g.u - cu, g.v - cv
-        r2 = ((c * du + s * dv) / r) ** 2 + ((-s * du + c * dv) / ry) ** 2
+        r2 = _ellipse_r2(g, cu, cv, r, ry, rng.uniform(0, np.pi))
         chord = np.sqrt(np.clip(1 - r2, 0, None)) * part  # ellipsoid chord / max chord
         local = float(clean.atten[int(cv), int(cu)])
         if name == "void":
