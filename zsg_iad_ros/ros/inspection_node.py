@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
@@ -35,6 +33,7 @@ from zsg_iad_ros.msg import AnomalyReport, RuleCheck, StageLatency
 from zsg_iad_ros.ros import conversions as conv
 from zsg_iad_ros.ros.overlay import render_overlay
 from zsg_iad_ros.ros.params import INSPECTION_PARAMS, detector_config_dict
+from zsg_iad_ros.ros.spin import run_node
 from zsg_iad_ros.ros.synchronizer import ApproximateTimeSynchronizer, stamp_ns
 
 try:  # a ROS install provides it; the PyPI wheels do not
@@ -664,24 +663,7 @@ def _load_reference_frames(path: str, default_stream: str,
 
 def main(args=None) -> int:
     """Entry point of `ros2 run zsg_iad_ros inspection_node`; returns the exit status."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = InspectionNode()
-        except Exception as e:  # model load failure, bad parameters: say what and exit non-zero
-            rclpy.logging.get_logger("inspection_node").fatal(
-                f"cannot start: {type(e).__name__}: {e}")
-            return 1
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(InspectionNode, "inspection_node", args)
 
 
 if __name__ == "__main__":

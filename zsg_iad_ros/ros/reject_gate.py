@@ -18,12 +18,11 @@ import sys
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
-import rclpy
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+from zsg_iad_ros.ros.spin import run_node
 from zsg_iad_ros.msg import AnomalyReport, PartDecision
 
 DEFAULT_NON_REPAIRABLE = ("crack", "hole", "missing", "deformation", "void", "inclusion",
@@ -124,23 +123,7 @@ DECISION_NAMES = {PartDecision.DECISION_PASS: "pass", PartDecision.DECISION_REJE
 
 def main(args=None) -> int:
     """Entry point of `ros2 run zsg_iad_ros reject_gate`."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = RejectGate()
-        except Exception as e:
-            rclpy.logging.get_logger("reject_gate").fatal(f"cannot start: {e}")
-            return 1
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(RejectGate, "reject_gate", args)
 
 
 if __name__ == "__main__":
