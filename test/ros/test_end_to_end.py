@@ -22,7 +22,10 @@ def _send(g, t, sample):
 
 
 def test_planted_defect_rejected_where_planted_and_good_part_passes(make_graph):
-    g = make_graph({"allow_missing_modalities": False}, with_gate=True)
+    # A long missing_timeout_s: the health check at the end must not depend on how long the
+    # machine took to get there (no input arrives after the last part).
+    g = make_graph({"allow_missing_modalities": False, "missing_timeout_s": 120.0},
+                   with_gate=True)
     # A few good parts fill the stream memory and score history (the detector is unsure on a
     # cold start: it needs min_history scored parts, each against at least 2 memory parts).
     for k in range(8):
