@@ -68,3 +68,40 @@ def test_cold_start_stats_from_own_map():
     st = sc.cold_start_stats(raw)
     assert st.loc == 1.0 and st.scale > 0
     assert float(sc.topk_mean((raw - st.loc) / st.scale)) > 3
+
+
+def test_coreset_keeps_rare_rows_and_covers_the_rest():
+    g = torch.Generator().manual_seed(1)
+    common = torch.randn(4, 8, generator=g)
+    x = common[torch.arange(200) % 4] + 0.01 * torch.randn(200, 8, generator=g)
+    rare = torch.full((8,), 5.0)
+    x[123] = rare
+    kept = sc.coreset(x, 8)
+    assert kept.shape == (8, 8)
+    assert any(torch.equal(k, rare) for k in kept)           # the one rare row survives
+    assert torch.cdist(x, kept).min(1).values.max() < 0.1    # every row lies near a kept one
+    assert all((x == k).all(1).any() for k in kept)          # kept rows are rows of x
+    assert sc.coreset(x, 0) is x and sc.coreset(x, 500) is x
+
+
+def test_inner_drops_the_border():
+    m = torch.zeros(32, 32)
+    m[0, 5] = 9.0          # a border hot spot: left out of the image score
+    assert sc.inner(m, 0.0625).shape == (28, 28)
+    assert float(sc.topk_mean(sc.inner(m, 0.0625))) == 0.0
+    m[16, 16] = 9.0        # an interior one counts
+    assert float(sc.topk_mean(sc.inner(m, 0.0625))) > 0
+    assert sc.inner(m, 0.0) is m
+
+
+def test_small_sample_factor_widens_few_references_only():
+    q = 1 - 0.01 / 3
+    f = [sc.small_sample_factor(n, q) for n in (1, 4, 8, 64, 10_000)]
+    assert f[0] == f[1] > 2 and f[1] > f[2] > f[3] > f[4]
+    assert abs(f[4] - 1) < 0.01
+    few = sc.ScoreStats.of_scores([1.0, 1.1, 0.9, 1.05], quantile=q)
+    plain = sc.ScoreStats.of_scores([1.0, 1.1, 0.9, 1.05])
+    assert few.loc == plain.loc and abs(few.scale / plain.scale - f[1]) < 1e-9
+    # scores that are not independent (orientations of the same 4 parts) count as 4
+    rot = sc.ScoreStats.of_scores([1.0, 1.1, 0.9, 1.05] * 4, quantile=q, n_independent=4)
+    assert abs(rot.scale / plain.scale - f[1]) < 1e-9

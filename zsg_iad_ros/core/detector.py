@@ -57,6 +57,12 @@ class DetectorConfig:
     #: weight of the grounding fine mask in the anomaly map (0 = scoring map only); None -> the
     #: weight chosen on the auxiliary validation category, recorded in the grounding weights
     grounding_weight: Optional[float] = None
+    #: patches kept per memory part, chosen by greedy k-center (0 = all): scoring cost falls in
+    #: proportion while rare normal patches stay represented
+    memory_patches: int = 256
+    #: border of the image (fraction of its side, each side) left out of the image-level score;
+    #: pixel maps and masks still cover it. 0 where defects may lie at the very frame edge.
+    score_margin: float = 0.0625
 
     @classmethod
     def from_dict(cls, d: dict) -> "DetectorConfig":
@@ -92,6 +98,10 @@ class DetectorConfig:
             raise ValueError("target_false_alarm_rate must be in (0, 0.5)")
         if self.grounding_weight is not None and not 0.0 <= float(self.grounding_weight) <= 1.0:
             raise ValueError("grounding_weight must be in [0, 1]")
+        if int(self.memory_patches) < 0:
+            raise ValueError(f"memory_patches must be >= 0, got {self.memory_patches}")
+        if not 0.0 <= float(self.score_margin) < 0.5:
+            raise ValueError(f"score_margin must be in [0, 0.5), got {self.score_margin}")
 
 
 _TEXT_CACHE: Dict[tuple, object] = {}
@@ -171,12 +181,19 @@ class Detector:
         n = len(self.config.modalities)
         return sc.squash(sc.calibrated_threshold(self.config.target_false_alarm_rate, n))
 
+    def _quantile(self) -> float:
+        """Per-modality quantile of normal scores at the calibrated threshold."""
+        rate = min(max(float(self.config.target_false_alarm_rate), 1e-6), 0.5)
+        return 1.0 - rate / max(1, len(self.config.modalities))
+
     @torch.inference_mode()
     def teach(self, frames: List[Frame]) -> None:
         """Seed memory and calibrate from 1..8 known-good parts (of one stream).
 
-        Each reference is scored against the others (leave-one-out); the median / MAD of those
-        scores calibrate each modality. The references stay in memory (never rotated out)."""
+        Each reference, in each orientation, is scored against the others (leave-one-out);
+        the median / MAD of those scores calibrate each modality, the scale widened for the
+        number of references (small-sample factor). The references stay in memory (never
+        rotated out)."""
         if not 1 <= len(frames) <= 8:
             raise ValueError(f"teach needs 1..8 known-good frames, got {len(frames)}")
         streams = {f.stream for f in frames}
@@ -194,21 +211,31 @@ class Detector:
             if not have:
                 continue
             st = state[m]
-            st.pinned = [f.flatten(1).T.contiguous() for fi in have for f in fi]
+            kept = [[self._memory_entry(f) for f in fi] for fi in have]
+            st.pinned = [e for ki in kept for e in ki]
             st.n_references = len(have)
             raw, spreads = [], []
+            # Every orientation of every reference against the other references (with one
+            # reference: against its other orientations, or itself shifted by one patch).
             for i, fi in enumerate(have):
-                others = [g.flatten(1).T for j, fj in enumerate(have) if j != i for g in fj]
-                f = fi[0]
-                if not others:  # one reference: its rotations, or itself shifted by one patch
-                    others = [g.flatten(1).T for g in fi[1:]] or [
-                        torch.roll(f, shifts=(1, 1), dims=(1, 2)).flatten(1).T]
-                q = f.flatten(1).T
-                r = sc.mutual_score(q, torch.stack(others), self.config.mutual_fraction)
-                raw.append(float(sc.topk_mean(r)))
-                spreads.append(sc.spread(r))
-            st.taught = sc.ScoreStats.of_scores(raw, spread=float(np.median(spreads)))
+                for k, f in enumerate(fi):
+                    others = [e for j, kj in enumerate(kept) if j != i for e in kj]
+                    if not others:
+                        others = [e for j, e in enumerate(kept[i]) if j != k] or [
+                            self._memory_entry(torch.roll(f, shifts=(1, 1), dims=(1, 2)))]
+                    r = sc.mutual_score(f.flatten(1).T, torch.stack(others),
+                                        self.config.mutual_fraction)
+                    r = sc.inner(r.reshape(f.shape[1:]), self.config.score_margin)
+                    raw.append(float(sc.topk_mean(r)))
+                    spreads.append(sc.spread(r))
+            st.taught = sc.ScoreStats.of_scores(raw, spread=float(np.median(spreads)),
+                                                quantile=self._quantile(),
+                                                n_independent=len(have))
             st.raw_scores.clear()
+
+    def _memory_entry(self, feat: torch.Tensor) -> torch.Tensor:
+        """(C, h, w) features of a part -> the (patches, C) rows kept for it in memory."""
+        return sc.coreset(feat.flatten(1).T.contiguous(), int(self.config.memory_patches))
 
     def _rotated_features(self, frame: Frame, n_rot: int) -> list:
         """[features of the frame's modality images rotated by k * 360 / n_rot degrees]."""
@@ -331,19 +358,21 @@ class Detector:
             else:
                 raw = sc.mutual_score(f.flatten(1).T, mem, self.config.mutual_fraction)
                 raw = raw.reshape(h, w)
-            stats = st.score_stats(self.config.min_history)
+            stats = st.score_stats(self.config.min_history, self._quantile())
             if stats is None:
                 stats = sc.cold_start_stats(raw)
                 confident = False
             # Scores against fewer than 2 memory parts are inflated: kept out of the history.
             n_mem = 0 if mem is None else mem.shape[0]
-            raw_scores[m] = (float(sc.topk_mean(raw)), sc.spread(raw), n_mem >= 2)
+            margin = self.config.score_margin
+            raw_in = sc.inner(raw, margin)
+            raw_scores[m] = (float(sc.topk_mean(raw_in)), sc.spread(raw_in), n_mem >= 2)
             cmap = (raw - stats.loc) / stats.scale
             if m == RGB and "rgb:language" in feats:
                 cmap = torch.maximum(cmap, self._language_cmap(feats["rgb:language"],
                                                                frame.stream))
             cmaps[m] = cmap
-            cscores[m] = float(sc.topk_mean(cmap))
+            cscores[m] = float(sc.topk_mean(sc.inner(cmap, margin)))
         timings["scoring"] = (time.perf_counter() - t0) * 1e3
         return dict(used=used, feats=feats, images=images, cmaps=cmaps, cscores=cscores,
                     raw=raw_scores, confident=confident)
@@ -437,7 +466,7 @@ class Detector:
                     cap = max(1, self.config.memory_size - st.n_references)
                     if st.memory.maxlen != cap:
                         st.memory = deque(st.memory, maxlen=cap)
-                    st.memory.append(feats[m].flatten(1).T.contiguous())
+                    st.memory.append(self._memory_entry(feats[m]))
         timings["postprocess"] = (time.perf_counter() - t0) * 1e3
         det = Detection(anomaly_map=np.clip(amap, 0, 1), pred_mask=mask,
                         pred_score=float(pred_score), threshold=float(threshold),
@@ -451,9 +480,11 @@ class Detector:
         """Calibrate the WinCLIP-style language map like a modality map (own stats, stored
         under a private key of the stream state)."""
         st = self._streams[stream].setdefault("rgb:language", sc.ModalityState(memory=deque()))
-        stats = st.score_stats(self.config.min_history) or sc.cold_start_stats(lmap)
-        st.raw_scores.append(float(sc.topk_mean(lmap)))
-        st.raw_spreads.append(sc.spread(lmap))
+        stats = (st.score_stats(self.config.min_history, self._quantile())
+                 or sc.cold_start_stats(lmap))
+        inner = sc.inner(lmap, self.config.score_margin)
+        st.raw_scores.append(float(sc.topk_mean(inner)))
+        st.raw_spreads.append(sc.spread(inner))
         return (lmap - stats.loc) / stats.scale
 
     def _upsample(self, m: torch.Tensor, size: tuple) -> torch.Tensor:

@@ -86,6 +86,40 @@ def mutual_score(query: torch.Tensor, memory: torch.Tensor, fraction: float = 0.
     return mins.topk(k, dim=0, largest=False).values.mean(0)
 
 
+def coreset(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Greedy k-center selection (PatchCore's coreset): n rows of x (P, C) such that every row
+    lies close to a kept one. A memory part keeps its rare patches and drops repeats of its
+    common ones, so nearest-patch distances change little while scoring gets P / n times cheaper.
+    Written here because it is a few lines of torch and no maintained library offers it.
+    Returns the (min(n, P), C) subset; n <= 0 keeps every row."""
+    P = x.shape[0]
+    if n <= 0 or n >= P:
+        return x
+    xf = x.float().contiguous()
+    sq = (xf * xf).sum(1)
+    # squared distances to row i: |x|^2 + |x_i|^2 - 2 x.x_i, one matrix-vector product per row
+    i = (sq - 2 * (xf @ xf.mean(0))).argmax()  # start from the row farthest from the mean
+    idx = torch.empty(n, dtype=torch.long, device=x.device)
+    idx[0] = i
+    d = torch.addmv(sq + sq[i], xf, xf[i], alpha=-2)
+    for k in range(1, n):
+        i = d.argmax()
+        idx[k] = i
+        torch.minimum(d, torch.addmv(sq + sq[i], xf, xf[i], alpha=-2), out=d)
+    return x[idx].contiguous()
+
+
+def inner(x: torch.Tensor, margin: float) -> torch.Tensor:
+    """The map without a border of ``margin`` (fraction of its side) on each side: the part of
+    a map the image-level score looks at. Image borders change patch features for reasons that
+    have nothing to do with the part (band-pass and padding effects, lighting fall-off), and a
+    border patch has fewer counterparts in memory than an interior one."""
+    h, w = x.shape[-2:]
+    b = min(int(round(margin * h)), (h - 1) // 2)
+    a = min(int(round(margin * w)), (w - 1) // 2)
+    return x[..., b:h - b, a:w - a] if (a or b) else x
+
+
 def intra_image_score(feat: torch.Tensor, min_offset: float = 0.25, k_frac: float = 0.02
                       ) -> torch.Tensor:
     """Cold-start score with no memory: each patch against the patches of the SAME image that lie
@@ -140,19 +174,40 @@ class ScoreStats:
 
     @staticmethod
     def of_scores(scores, spread: float = 0.0, min_rel_scale: float = 0.05,
-                  min_abs_scale: float = 1e-3) -> "ScoreStats":
+                  min_abs_scale: float = 1e-3, quantile: Optional[float] = None,
+                  n_independent: Optional[int] = None) -> "ScoreStats":
         """Median and MAD (x 1.4826, a consistent sigma estimate under a normal majority). The
         floor (a fraction of the location) keeps a few references that happen to agree closely
         from producing a hair-trigger scale; the absolute floor (patch features are unit-norm
         groups, distances lie in [0, 2]) does the same for a featureless modality whose normal
         distances are all near zero. ``spread`` is the typical within-part spread of normal raw
         maps (95th percentile - median); half of it is also a floor, since image scores cannot
-        be trusted to vary less between parts than patches vary within one part."""
+        be trusted to vary less between parts than patches vary within one part.
+
+        ``quantile`` (the per-modality quantile the threshold sits at) widens the scale for
+        small samples: a new normal part falls outside the n scores' range more often than a
+        Gaussian with their spread predicts, so the scale is multiplied by
+        ``small_sample_factor(n, quantile)`` and the fixed threshold keeps its false-alarm
+        rate whether 4 references or 64 parts of history calibrate the stream. ``n_independent``
+        is n when the scores are not independent draws (several orientations of one part)."""
         s = np.asarray(scores, dtype=np.float64)
         loc = float(np.median(s))
         mad = 1.4826 * float(np.median(np.abs(s - loc)))
-        return ScoreStats(loc, max(mad, min_rel_scale * abs(loc), SPREAD_FLOOR * spread,
-                                   min_abs_scale))
+        scale = max(mad, min_rel_scale * abs(loc), SPREAD_FLOOR * spread, min_abs_scale)
+        if quantile is not None:
+            scale *= small_sample_factor(n_independent or len(s), quantile)
+        return ScoreStats(loc, scale)
+
+
+def small_sample_factor(n: int, quantile: float) -> float:
+    """Ratio of the prediction-interval quantile for one new draw from n normal samples
+    (Student t with n - 1 degrees of freedom, times sqrt(1 + 1 / n)) to the Gaussian quantile:
+    about 2.5 for 4 references at the default quantile, 1.05 for 64 parts of history."""
+    from scipy.stats import t
+
+    n = max(int(n), 4)  # fewer samples say nothing more reliable about the tail than 4
+    q = min(max(float(quantile), 0.5 + 1e-6), 1 - 1e-9)
+    return float(t.ppf(q, n - 1) * math.sqrt(1 + 1 / n) / norm.ppf(q))
 
 
 def calibrated_threshold(target_false_alarm_rate: float, n_modalities: int) -> float:
@@ -179,14 +234,16 @@ class ModalityState:
         parts = list(self.pinned) + list(self.memory)
         return torch.stack(parts) if parts else None
 
-    def score_stats(self, min_history: int) -> Optional[ScoreStats]:
+    def score_stats(self, min_history: int, quantile: Optional[float] = None
+                    ) -> Optional[ScoreStats]:
         """Taught references first, else the stream's own history (normal-majority
-        assumption), else None (cold start)."""
+        assumption), else None (cold start). ``quantile``: see ScoreStats.of_scores."""
         if self.taught is not None:
             return self.taught
         if len(self.raw_scores) >= min_history:
             return ScoreStats.of_scores(list(self.raw_scores),
-                                        spread=float(np.median(self.raw_spreads)))
+                                        spread=float(np.median(self.raw_spreads)),
+                                        quantile=quantile)
         return None
 
 

@@ -97,6 +97,9 @@ INSPECTION_PARAMS = (
               range=(1, 100000)),
     ParamSpec("min_region_area_px", 16, "smallest reported defect region [px]", True,
               range=(0, 10_000_000)),
+    ParamSpec("score_margin", 0.0625,
+              "image border left out of the part's score, per side [fraction of the image side];"
+              " 0 where defects may lie at the very frame edge", True, range=(0.0, 0.49)),
     # outputs
     ParamSpec("publish_overlay", True, "publish inspection/overlay (rgb8)"),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", True,
@@ -115,5 +118,6 @@ def detector_config_dict(p: dict) -> dict:
         "target_false_alarm_rate": p["target_false_alarm_rate"],
         "memory_size": p["memory_size"],
         "min_region_area_px": p["min_region_area_px"],
+        "score_margin": p["score_margin"],
         "grounding_weights": p["grounding_weights"] or None,
     }
