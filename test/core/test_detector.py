@@ -219,3 +219,16 @@ def test_bad_input_clear_errors(taught):
         taught.detect("not a frame")
     with pytest.raises(ValueError, match="1..8"):
         taught.teach([])
+
+
+def test_memory_admits_only_typical_parts(detector_factory):
+    """Once calibrated, a part enters memory only while its fused c stays below
+    memory_admit_below: a defect under the decision threshold must not become 'normal'."""
+    sizes = {}
+    for admit in (1e9, -1e9):  # everything typical enough / nothing typical enough
+        det = detector_factory(grounding=False, min_history=3, memory_admit_below=admit)
+        for s in range(50, 58):
+            det.detect(generate_sample(CAT, "good", s).frame)
+        sizes[admit] = len(det._streams[CAT]["sensor"].memory)
+    assert sizes[-1e9] < sizes[1e9]
+    assert sizes[-1e9] >= 2  # the bootstrap parts and the uncalibrated ones still enter

@@ -63,6 +63,9 @@ class DetectorConfig:
     #: border of the image (fraction of its side, each side) left out of the image-level score;
     #: pixel maps and masks still cover it. 0 where defects may lie at the very frame edge.
     score_margin: float = 0.0625
+    #: a part enters the stream memory only while its fused calibrated score c (normal parts
+    #: ~N(0, 1) per modality) stays below this: no more unusual than most normal parts
+    memory_admit_below: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "DetectorConfig":
@@ -453,16 +456,18 @@ class Detector:
         mask = self._clean(mask)
         regions, hyps = self._regions(mask, amap, modality_maps, threshold, frame, ground,
                                       used)
+        # Admit typical-looking parts only: a defective part would teach the memory that its
+        # defect is normal, and a defect that stays under the threshold is still a defect. Before
+        # calibration exists only the decision can judge; the first parts bootstrap an empty
+        # memory while it holds fewer than 2, their scores being uncalibrated.
+        admit = not is_anom and (not confident or c < self.config.memory_admit_below)
         if update_memory:
             for m in used:
                 st = state[m]
                 if raw_scores[m][2]:
                     st.raw_scores.append(raw_scores[m][0])
                     st.raw_spreads.append(raw_scores[m][1])
-                # Admit normal-looking parts only (a defective part would teach the memory that
-                # its defect is normal); bootstrap an empty memory with care: the first parts are
-                # admitted while the memory holds fewer than 2, their scores being uncalibrated.
-                if not is_anom or (not st.pinned and len(st.memory) < 2):
+                if admit or (not st.pinned and len(st.memory) < 2):
                     cap = max(1, self.config.memory_size - st.n_references)
                     if st.memory.maxlen != cap:
                         st.memory = deque(st.memory, maxlen=cap)
