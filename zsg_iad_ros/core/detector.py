@@ -38,7 +38,9 @@ class DetectorConfig:
     backbone: str = "builtin"       # 'builtin' | transformers hub id | local checkpoint dir
     device: str = "auto"            # 'auto' | 'cpu' | 'cuda' | 'cuda:N'; fp16 on CUDA
     image_size: int = 256
-    memory_size: int = 16           # parts in the rolling per-stream memory
+    #: memory entries per stream and modality: streamed normal parts plus the taught references,
+    #: each reference counted once per orientation (scoring time grows with this number)
+    memory_size: int = 16
     threshold: Optional[float] = None  # fixed decision threshold on pred_score; None -> calibrated
     target_false_alarm_rate: float = 0.01
     min_region_area_px: int = 16
@@ -468,7 +470,9 @@ class Detector:
                     st.raw_scores.append(raw_scores[m][0])
                     st.raw_spreads.append(raw_scores[m][1])
                 if admit or (not st.pinned and len(st.memory) < 2):
-                    cap = max(1, self.config.memory_size - st.n_references)
+                    # pinned orientations count against memory_size (at least one streamed part
+                    # is kept), so teaching does not make scoring slower than streaming
+                    cap = max(1, self.config.memory_size - len(st.pinned))
                     if st.memory.maxlen != cap:
                         st.memory = deque(st.memory, maxlen=cap)
                     st.memory.append(self._memory_entry(feats[m]))

@@ -93,8 +93,9 @@ INSPECTION_PARAMS = (
     ParamSpec("target_false_alarm_rate", 0.01,
               "false alarm rate the automatic threshold aims at [fraction]", True,
               range=(0.0001, 0.4999)),
-    ParamSpec("memory_size", 16, "normal parts kept in the rolling stream memory [parts]", True,
-              range=(1, 100000)),
+    ParamSpec("memory_size", 16,
+              "memory entries per stream: streamed normal parts plus taught references, each "
+              "reference once per orientation [entries]", True, range=(1, 100000)),
     ParamSpec("min_region_area_px", 16, "smallest reported defect region [px]", True,
               range=(0, 10_000_000)),
     ParamSpec("score_margin", 0.0625,
