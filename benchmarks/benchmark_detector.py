@@ -260,12 +260,11 @@ def print_tables(results: dict) -> str:
         lines += ["", "| run | peak RSS [MiB] | tracemalloc peak [MiB] | "
                   "CUDA max alloc [MiB] |", "| --- | --- | --- | --- |"]
         for run in runs:
-            if run in lat:
-                d = lat[run]
-                cuda = d.get("cuda_max_memory_allocated_mib")
-                lines.append(f"| {run} | {d['peak_rss_mib']:.0f} | "
-                             f"{d['tracemalloc_peak_mib']:.1f} | "
-                             f"{'n/a' if cuda is None else f'{cuda:.0f}'} |")
+            d = lat[run]
+            cuda = d.get("cuda_max_memory_allocated_mib")
+            lines.append(f"| {run} | {d['peak_rss_mib']:.0f} | "
+                         f"{d['tracemalloc_peak_mib']:.1f} | "
+                         f"{'n/a' if cuda is None else f'{cuda:.0f}'} |")
     return "\n".join(lines)
 
 

@@ -188,8 +188,8 @@ class Detector:
 
     def _quantile(self) -> float:
         """Per-modality quantile of normal scores at the calibrated threshold."""
-        rate = min(max(float(self.config.target_false_alarm_rate), 1e-6), 0.5)
-        return 1.0 - rate / max(1, len(self.config.modalities))
+        return sc.modality_quantile(self.config.target_false_alarm_rate,
+                                    len(self.config.modalities))
 
     @torch.inference_mode()
     def teach(self, frames: List[Frame]) -> None:
@@ -218,18 +218,18 @@ class Detector:
             st = state[m]
             kept = [[self._memory_entry(f) for f in fi] for fi in have]
             st.pinned = [e for ki in kept for e in ki]
-            st.n_references = len(have)
             raw, spreads = [], []
             # Every orientation of every reference against the other references (with one
             # reference: against its other orientations, or itself shifted by one patch).
             for i, fi in enumerate(have):
+                rest = [e for j, kj in enumerate(kept) if j != i for e in kj]
+                rest_memory = torch.stack(rest) if rest else None
                 for k, f in enumerate(fi):
-                    others = [e for j, kj in enumerate(kept) if j != i for e in kj]
-                    if not others:
-                        others = [e for j, e in enumerate(kept[i]) if j != k] or [
-                            self._memory_entry(torch.roll(f, shifts=(1, 1), dims=(1, 2)))]
-                    r = sc.mutual_score(f.flatten(1).T, torch.stack(others),
-                                        self.config.mutual_fraction)
+                    others = rest_memory
+                    if others is None:
+                        others = torch.stack([e for j, e in enumerate(kept[i]) if j != k] or [
+                            self._memory_entry(torch.roll(f, shifts=(1, 1), dims=(1, 2)))])
+                    r = sc.mutual_score(f.flatten(1).T, others, self.config.mutual_fraction)
                     r = sc.inner(r.reshape(f.shape[1:]), self.config.score_margin)
                     raw.append(float(sc.topk_mean(r)))
                     spreads.append(sc.spread(r))

@@ -202,7 +202,7 @@ class ScoreStats:
 def small_sample_factor(n: int, quantile: float) -> float:
     """Ratio of the prediction-interval quantile for one new draw from n normal samples
     (Student t with n - 1 degrees of freedom, times sqrt(1 + 1 / n)) to the Gaussian quantile:
-    about 2.5 for 4 references at the default quantile, 1.05 for 64 parts of history."""
+    about 2.8 for 4 references at the default quantile, 1.04 for 64 parts of history."""
     from scipy.stats import t
 
     n = max(int(n), 4)  # fewer samples say nothing more reliable about the tail than 4
@@ -210,13 +210,18 @@ def small_sample_factor(n: int, quantile: float) -> float:
     return float(t.ppf(q, n - 1) * math.sqrt(1 + 1 / n) / norm.ppf(q))
 
 
+def modality_quantile(target_false_alarm_rate: float, n_modalities: int) -> float:
+    """Quantile of each modality's normal scores at the threshold: the fusion takes the max over
+    modalities, so each one gets a share of the false-alarm rate (Bonferroni): 1 - rate / n."""
+    rate = min(max(float(target_false_alarm_rate), 1e-6), 0.5)
+    return 1.0 - rate / max(1, n_modalities)
+
+
 def calibrated_threshold(target_false_alarm_rate: float, n_modalities: int) -> float:
     """Threshold on the fused calibrated score c for a target false-alarm rate per part.
 
-    Each modality's c is ~N(0, 1) on normal parts and the fusion takes the max over modalities,
-    so each one gets a share of the rate (Bonferroni): t = Phi^-1(1 - rate / n)."""
-    rate = min(max(float(target_false_alarm_rate), 1e-6), 0.5)
-    return float(norm.ppf(1.0 - rate / max(1, n_modalities)))
+    Each modality's c is ~N(0, 1) on normal parts: t = Phi^-1(modality_quantile(...))."""
+    return float(norm.ppf(modality_quantile(target_false_alarm_rate, n_modalities)))
 
 
 @dataclass
@@ -225,7 +230,6 @@ class ModalityState:
 
     memory: Deque[torch.Tensor]
     pinned: List[torch.Tensor] = field(default_factory=list)  # taught references, never rotated
-    n_references: int = 0  # taught parts behind `pinned` (each may be pinned in several rotations)
     raw_scores: Deque[float] = field(default_factory=lambda: deque(maxlen=64))
     raw_spreads: Deque[float] = field(default_factory=lambda: deque(maxlen=64))
     taught: Optional[ScoreStats] = None
