@@ -822,6 +822,15 @@ def _ellipse_r2(g, cu: float, cv: float, rx: float, ry: float, angle: float) -> 
     return ((c * du + s * dv) / rx) ** 2 + ((-s * du + c * dv) / ry) ** 2
 
 
+def _random_ellipse_r2(rng, g, cu: float, cv: float, rx_min: float, rx_max: float,
+                       k: float) -> np.ndarray:
+    """`_ellipse_r2` of an ellipse at (cu, cv) with a random semi-axis rx in [rx_min, rx_max)
+    x k [px], ry 0.6-1.0 x rx and any orientation (drawn in that order from rng)."""
+    rx = rng.uniform(rx_min, rx_max) * k
+    ry = rx * rng.uniform(0.6, 1.0)
+    return _ellipse_r2(g, cu, cv, rx, ry, rng.uniform(0, np.pi))
+
+
 def _pick_site(rng, part, margin):
     idx = _sites(part, margin)
     i = idx[rng.integers(idx.size)]
@@ -971,9 +980,7 @@ def _apply_defect(name: str, rng, g: _Grid, scene: _Scene, clean: _Layers):
 
     if name in ("dent", "bump"):
         cu, cv = _pick_site(rng, part, 16 * k)
-        rx = rng.uniform(6, 24) * k
-        ry = rx * rng.uniform(0.6, 1.0)
-        r2 = _ellipse_r2(g, cu, cv, rx, ry, rng.uniform(0, np.pi))
+        r2 = _random_ellipse_r2(rng, g, cu, cv, 6, 24, k)
         prof = np.clip(1 - r2, 0, None) ** 2 * part
         amp = rng.uniform(3e-4, 2.5e-3) * (-1 if name == "dent" else 1)
         lay.height += amp * prof
@@ -1014,9 +1021,7 @@ def _apply_defect(name: str, rng, g: _Grid, scene: _Scene, clean: _Layers):
 
     if name in ("void", "inclusion"):
         cu, cv = _pick_site(rng, part, 12 * k)
-        r = rng.uniform(4, 16) * k
-        ry = r * rng.uniform(0.6, 1.0)
-        r2 = _ellipse_r2(g, cu, cv, r, ry, rng.uniform(0, np.pi))
+        r2 = _random_ellipse_r2(rng, g, cu, cv, 4, 16, k)
         chord = np.sqrt(np.clip(1 - r2, 0, None)) * part  # ellipsoid chord / max chord
         local = float(clean.atten[int(cv), int(cu)])
         if name == "void":
