@@ -142,6 +142,33 @@ class BuiltinBackbone:
         return torch.cat([colour] + [wl * g / np.sqrt(g.shape[1]) for g in groups], 1)
 
 
+class PatchStatsBackbone:
+    """Hand-made features, no learning: per 8 x 8 patch and input channel the mean, the standard
+    deviation and the mean gradient magnitude (9 values for a 3-channel image).
+
+    The baseline every learned backbone is measured against, and a candidate in its own right
+    for smooth fields (thermal, X-ray, geometry maps) whose defects change the local level or
+    contrast rather than a texture. Written here: a few lines of torch."""
+
+    has_text = False
+    stride = 8
+    model_id = "patchstats"
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    @torch.inference_mode()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.device, torch.float32)
+        s = self.stride
+        mean = F.avg_pool2d(x, s)
+        std = (F.avg_pool2d(x * x, s) - mean * mean).clamp_min(0).sqrt()
+        gx = F.pad(x[..., :, 1:] - x[..., :, :-1], (1, 0))
+        gy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 1, 0))
+        grad = F.avg_pool2d((gx * gx + gy * gy).sqrt(), s)
+        return torch.cat([mean, std, grad], 1)
+
+
 # --------------------------------------------------------------------------------------------
 # transformers checkpoints
 # --------------------------------------------------------------------------------------------
