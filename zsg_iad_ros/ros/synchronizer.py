@@ -22,7 +22,8 @@ Additions, none of which changes the sets above:
   then carry None for it. Its queued messages are kept and it is matched again once
   reactivated. Every switch re-offers the queued messages of the active inputs in (stamp,
   input) order, so pending sets without (or with) the switched input form at once;
-- `queued_stamps` and `discard` let a caller close or drop a waiting message itself.
+- `queued_stamps`, `release` (emit a waiting message without some inputs) and `discard` let
+  a caller close or drop a waiting part itself (`zsg_iad_ros.ros.parts`).
 `zsg_iad_ros.ros.message_filters_sync` gives message_filters the same interface.
 """
 from __future__ import annotations
