@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from zsg_iad_ros.core.backbones import (BuiltinBackbone, ModelLoadError, TransformersBackbone,
-                                        load_backbone, select_device, sensor_image)
+                                        checkpoint_source, load_backbone, select_device,
+                                        sensor_image)
 
 
 def _tiny_tokenizer(path):
@@ -93,6 +94,19 @@ def test_device_selection():
             select_device("cuda:1")
     with pytest.raises(ModelLoadError, match="unknown device"):
         select_device("tpu")
+
+
+def test_checkpoint_errors_name_the_path_or_hub_id(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert checkpoint_source(str(tmp_path)) == "local"
+    assert checkpoint_source("openai/clip-vit-base-patch16") == "hub"
+    for path in ("/nonexistent/zsg_model_dir", "./models/x", "~/models/x", "a/b/c"):
+        with pytest.raises(ModelLoadError, match=f"backbone: local path {path}.* does not exist"):
+            load_backbone(path, torch.device("cpu"))
+    with pytest.raises(ModelLoadError, match="neither an existing local path nor a hub id"):
+        checkpoint_source("not a model!")
+    with pytest.raises(ModelLoadError, match="hub id 'nobody/no-such-model'"):
+        load_backbone("nobody/no-such-model", torch.device("cpu"))  # offline: not cached
 
 
 def test_bad_paths_raise_model_load_error(tmp_path, detector_factory):

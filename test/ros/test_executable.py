@@ -91,4 +91,4 @@ def test_model_that_fails_to_load_exits_non_zero_naming_it():
         proc.kill()
         pytest.fail("node with a missing model did not exit")
     assert proc.returncode != 0
-    assert missing in out and "cannot start" in out
+    assert "cannot start" in out and f"local path {missing} does not exist" in out

@@ -1,10 +1,13 @@
 """The inspection node on a real rclpy graph over Fast DDS: stamps, content, drops, health."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
 from zsg_ros_testkit import diag_values, good_part, header
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -29,7 +32,7 @@ def _check_outputs_share_stamp(g, t, shape):
 
 
 def test_bad_inputs_are_counted_and_good_frames_still_served(make_graph):
-    g = make_graph({"allow_missing_modalities": True, "missing_timeout_s": 30.0})
+    g = make_graph({"allow_missing_modalities": True, "missing_timeout_s": 1.0})
     rgb, sensor, points, _ = good_part(64)
     g.publish(1.0, rgb, sensor, points)
     _check_outputs_share_stamp(g, 1.0, (64, 64))
@@ -45,57 +48,62 @@ def test_bad_inputs_are_counted_and_good_frames_still_served(make_graph):
     g.publish(5.0, rgb, np.zeros((32, 32), np.float32), points)   # sensor: other resolution
     no_xyz = conv.xyz_to_pointcloud2(points, header(6.0))
     no_xyz.fields[2].name = "w"
-    g.publish(6.0, rgb, sensor, no_xyz)                           # depth: lacks z (never syncs)
+    g.publish(6.0, rgb, sensor, no_xyz)                           # depth: lacks z (refused)
     g.publish(7.0, rgb, sensor, points)                           # good again
     r7 = _check_outputs_share_stamp(g, 7.0, (64, 64))
-    g.publish(0.5, rgb, sensor, points)                           # older than served: dropped
+    g.publish(0.5, rgb, sensor, points)                           # late but complete: served
     g.publish(8.0, rgb, sensor, points, rgb_encoding="bgr8")      # good, bgr8 input
 
-    r8 = g.wait_report(8.0)
+    r8, r05 = g.wait_report(8.0), g.wait_report(0.5)
     r4, r5 = g.wait_report(4.0), g.wait_report(5.0)
+    r6 = g.wait_report(6.0)  # after missing_timeout_s, without the refused cloud
     present = lambda r: {m.name: m.present for m in r.modality_scores}  # noqa: E731
     assert present(r4) == {"rgb": True, "sensor": True, "geometry": False}
     assert present(r5) == {"rgb": True, "sensor": False, "geometry": True}
+    assert present(r6) == {"rgb": True, "sensor": True, "geometry": False}
     assert present(r7) == {"rgb": True, "sensor": True, "geometry": True}
-    assert all(present(r8).values())
+    assert all(present(r8).values()) and all(present(r05).values())
     acc = g.settle()
     drops = g.node.drop_counts()
-    assert drops["frames"]["rgb:unsupported_encoding"] == 1
-    assert drops["frames"]["rgb:truncated"] == 1
-    assert drops["frames"]["rgb:out_of_order"] == 1
-    assert drops["frames"]["rgb:unsynchronized"] == 1  # the rgb at 6.0 whose cloud was refused
-    assert drops["inputs"]["geometry:missing_xyz_fields"] == 1
+    assert drops["frames"] == {"rgb:unsupported_encoding": 1, "rgb:truncated": 1}
+    assert drops["inputs"] == {"geometry:missing_xyz_fields": 1}
     assert drops["degraded"] == {"geometry:no_finite_points": 1, "sensor:resolution_mismatch": 1}
     assert acc["frames_received"] == 9
-    assert acc["frames_processed"] == 5 and acc["frames_dropped"] == 4
+    assert acc["frames_processed"] == 7 and acc["frames_dropped"] == 2
     assert acc["frames_received"] == acc["frames_processed"] + acc["frames_dropped"]
     # the same totals reach /diagnostics
     assert g.wait(lambda: g.messages("diagnostics") and diag_values(
-        g.messages("diagnostics")[-1]).get("pipeline/frames_processed") == "5", 5.0)
+        g.messages("diagnostics")[-1]).get("pipeline/frames_processed") == "7", 5.0)
     d = diag_values(g.messages("diagnostics")[-1])
-    assert d["pipeline/frames_received"] == "9" and d["pipeline/frames_dropped"] == "4"
+    assert d["pipeline/frames_received"] == "9" and d["pipeline/frames_dropped"] == "2"
     assert d["pipeline/drop.rgb:truncated"] == "1"
     assert d["inputs/drop.geometry:missing_xyz_fields"] == "1"
     assert d["modalities/rgb"] == "ok"
 
 
-def test_unsynchronized_frames_are_dropped_and_counted(make_graph):
-    g = make_graph({"sync_slop_s": 0.05, "allow_missing_modalities": False})
+def _unmatched_then_complete_part(g):
     rgb, sensor, points, _ = good_part(64)
-    h = header(10.0)
-    g.pub["rgb"].publish(conv.numpy_to_image(rgb, "rgb8", h))
+    g.pub["rgb"].publish(conv.numpy_to_image(rgb, "rgb8", header(10.0)))
     g.pub["sensor"].publish(conv.numpy_to_image(sensor, "32FC1", header(10.2)))
     g.pub["depth"].publish(conv.xyz_to_pointcloud2(points, header(10.2)))
+    assert g.wait(lambda: g.node.accounting()["frames_received"] == 1)
     assert not g.wait(lambda: g.messages("report"), 1.0)  # 0.2 s apart > slop: no set
     assert g.node.accounting()["frames_pending"] == 1
     g.publish(11.0, rgb, sensor, points)
     g.wait_report(11.0)
-    acc = g.settle()
-    assert [conv.stamp_to_ns(r.header.stamp) for r in g.messages("report")] == [11 * 10**9]
-    drops = g.node.drop_counts()
-    assert drops["frames"] == {"rgb:unsynchronized": 1}
-    assert drops["inputs"] == {"sensor:unsynchronized": 1, "geometry:unsynchronized": 1}
-    assert acc["frames_received"] == 2 and acc["frames_processed"] == 1
+    return rgb, sensor, points
+
+
+def test_unmatched_messages_wait_as_in_message_filters(make_graph):
+    # waiting for every modality: the unmatched rgb@10.0 stays pending behind the newer set
+    # (it could still pair with a late partner) and is counted as such
+    g = make_graph({"sync_slop_s": 0.05, "allow_missing_modalities": False})
+    rgb, sensor, points = _unmatched_then_complete_part(g)
+    assert g.wait(lambda: g.node.accounting()["frames_processed"] == 1)
+    acc = g.node.accounting()
+    assert acc["frames_received"] == 2 and acc["frames_pending"] == 1
+    assert acc["sync_waiting"] == 1 and acc["frames_dropped"] == 0
+    assert g.node.drop_counts() == {"frames": {}, "inputs": {}, "degraded": {}}
     # stamps far from the node clock are refused once max_stamp_skew_s is set
     assert g.node.set_parameters([Parameter("max_stamp_skew_s", value=5.0)])[0].successful
     g.publish(12.0, rgb, sensor, points)
@@ -103,27 +111,63 @@ def test_unsynchronized_frames_are_dropped_and_counted(make_graph):
     assert g.node.accounting()["frames_processed"] == 1
 
 
-def test_missing_modality_after_timeout_is_reported_and_comes_back(make_graph):
-    # the timeout must exceed the time between two test parts (one detection), or the returned
-    # modality would be declared missing again before its next message
-    g = make_graph({"allow_missing_modalities": True, "missing_timeout_s": 2.0})
+def test_sync_drop_stale_drops_what_a_newer_set_overtook(make_graph):
+    g = make_graph({"sync_slop_s": 0.05, "allow_missing_modalities": False,
+                    "sync_drop_stale": True})
+    _unmatched_then_complete_part(g)
+    acc = g.settle()
+    assert [conv.stamp_to_ns(r.header.stamp) for r in g.messages("report")] == [11 * 10**9]
+    drops = g.node.drop_counts()
+    assert drops["frames"] == {"rgb:unsynchronized": 1}
+    assert drops["inputs"] == {"sensor:unsynchronized": 1, "geometry:unsynchronized": 1}
+    assert acc["frames_received"] == 2 and acc["frames_processed"] == 1
+
+
+def test_missing_modality_is_reported_per_part_and_comes_back(make_graph):
+    g = make_graph({"allow_missing_modalities": True, "missing_timeout_s": 1.0})
     rgb, sensor, points, _ = good_part(64)
+    present = lambda r: {m.name: m.present for m in r.modality_scores}  # noqa: E731
     g.publish(1.0, rgb, sensor, points)
-    g.wait_report(1.0)
-    g.publish(2.0, rgb, None, points)  # thermal stops
-    assert g.wait(lambda: g.node.modality_health()["sensor"] == "missing", 5.0)
-    r2 = g.wait_report(2.0)
-    assert {m.name: m.present for m in r2.modality_scores}["sensor"] is False
+    assert all(present(g.wait_report(1.0)).values())
+    assert g.node.modality_health() == {"rgb": "ok", "sensor": "ok", "geometry": "ok"}
+    g.publish(2.0, rgb, None, points)  # thermal stops: the part waits missing_timeout_s
+    assert present(g.wait_report(2.0))["sensor"] is False
+    assert g.wait(lambda: g.node.modality_health()["sensor"] == "missing")
     g.publish(3.0, rgb, None, points)
-    assert {m.name: m.present for m in g.wait_report(3.0).modality_scores}["sensor"] is False
-    g.publish(4.0, rgb, sensor, points)  # back: it re-enters the sync when it arrives, so the
-    g.wait_report(4.0)                    # part whose RGB and depth came first may lack it
-    g.publish(5.0, rgb, sensor, points)
-    r5 = g.wait_report(5.0)
-    assert all(m.present for m in r5.modality_scores)
-    assert g.node.modality_health()["sensor"] == "ok"
+    assert present(g.wait_report(3.0))["sensor"] is False
+    g.publish(4.0, rgb, sensor, points)  # back: it arrives before the RGB image and is waited for
+    assert all(present(g.wait_report(4.0)).values())
+    assert g.wait(lambda: g.node.modality_health()["sensor"] == "ok")
     assert g.wait(lambda: any(diag_values(a).get("modalities/sensor") == "missing"
-                              for a in g.messages("diagnostics")), 5.0)
+                              for a in g.messages("diagnostics")))
+    acc = g.settle()
+    assert acc["frames_processed"] == 4 and acc["frames_dropped"] == 0
+
+
+def test_parts_seconds_apart_keep_every_modality_and_read_ok_between(make_graph):
+    # real pauses three times missing_timeout_s long between parts: nothing goes missing
+    g = make_graph({"allow_missing_modalities": True, "missing_timeout_s": 0.5,
+                    "diagnostics_period_s": 0.1})
+    rgb, sensor, points, _ = good_part(64)
+    for k in range(3):
+        t = 1.0 + k
+        g.publish(t, rgb, sensor, points)
+        assert all(m.present for m in g.wait_report(t).modality_scores)
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:  # the pause; diagnostics keep coming
+            time.sleep(0.05)
+        n = len(g.messages("diagnostics"))
+        assert g.wait(lambda: len(g.messages("diagnostics")) > n)
+        d = diag_values(g.messages("diagnostics")[-1])
+        assert [d[f"modalities/{m}"] for m in ("rgb", "sensor", "geometry")] == ["ok"] * 3
+        assert _level(g.messages("diagnostics")[-1], "modalities") == DiagnosticStatus.OK
+    acc = g.settle()
+    assert acc["frames_processed"] == 3 and acc["frames_dropped"] == 0
+    assert g.node.drop_counts() == {"frames": {}, "inputs": {}, "degraded": {}}
+
+
+def _level(arr, suffix):
+    return next(s.level for s in arr.status if s.name.endswith(f": {suffix}"))
 
 
 def test_unorganized_cloud_uses_camera_info(make_graph):
@@ -144,10 +188,12 @@ def test_unorganized_cloud_uses_camera_info(make_graph):
 def test_threshold_changes_at_runtime_within_range_only(make_graph):
     g = make_graph()
     node = g.node
+    auto = node.detector.threshold_for(g.ns)
     ok = node.set_parameters([Parameter("threshold", value=0.7)])[0]
     assert ok.successful and node.detector.threshold_for(g.ns) == 0.7
-    bad = node.set_parameters([Parameter("threshold", value=1.5)])[0]
-    assert not bad.successful and "[0, 1]" in bad.reason
+    for bad_value in (1.5, -0.5, "high", True):
+        bad = node.set_parameters([Parameter("threshold", value=bad_value)])[0]
+        assert not bad.successful and "[0, 1] or -1" in bad.reason, bad_value
     assert node.detector.threshold_for(g.ns) == 0.7
     ro = node.set_parameters([Parameter("device", value="cuda")])[0]
     assert not ro.successful
@@ -156,6 +202,27 @@ def test_threshold_changes_at_runtime_within_range_only(make_graph):
     assert abs(g.wait_report(1.0).threshold - 0.7) < 1e-6
     assert g.wait(lambda: g.messages("model_info") and
                   '"threshold": 0.7' in g.messages("model_info")[-1].data, 5.0)
+    # integers as `ros2 param set ... threshold 1` sends them, and -1 back to automatic
+    assert node.set_parameters([Parameter("threshold", value=1)])[0].successful
+    assert node.detector.threshold_for(g.ns) == 1.0
+    assert node.set_parameters([Parameter("threshold", value=-1)])[0].successful
+    assert node.detector.threshold_for(g.ns) == auto
+    assert g.wait(lambda: g.messages("model_info") and json.loads(
+        g.messages("model_info")[-1].data)["threshold_mode"] == "calibrated", 5.0)
+
+
+def test_threshold_fixed_at_start_can_return_to_automatic(detector, make_graph, monkeypatch):
+    auto = detector.threshold_for("any")
+    # as a node that built its detector from `threshold: 0` (an integer) in its file
+    monkeypatch.setattr(detector, "config", dataclasses.replace(detector.config, threshold=0.0))
+    g = make_graph({"threshold": 0})
+    assert g.node.detector.threshold_for(g.ns) == 0.0
+    assert g.node.set_parameters([Parameter("threshold", value=-1.0)])[0].successful
+    assert g.node.detector.threshold_for(g.ns) == auto
+    assert g.wait(lambda: g.messages("model_info") and json.loads(
+        g.messages("model_info")[-1].data)["threshold_mode"] == "calibrated", 5.0)
+    g.close()  # before the detector's config is restored
+    detector.set_threshold(None)
 
 
 def test_report_message_content_is_consistent(make_graph):

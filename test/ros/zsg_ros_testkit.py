@@ -1,6 +1,7 @@
 """Helpers shared by the ROS tests (imported by conftest.py and the test modules)."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -19,6 +20,9 @@ from zsg_iad_ros.msg import AnomalyReport, PartDecision
 from zsg_iad_ros.ros import conversions as conv
 
 WAIT_S = 30.0  # upper bound for any single wait; a healthy run needs far less
+#: synchronizer the graphs use; ZSG_TEST_SYNC_BACKEND=message_filters runs the node tests on
+#: a ROS install's message_filters
+SYNC_BACKEND = os.environ.get("ZSG_TEST_SYNC_BACKEND", "builtin")
 
 
 def stamp_of(t: float) -> Time:
@@ -37,7 +41,7 @@ class Graph:
         from zsg_iad_ros.ros.inspection_node import InspectionNode
         from zsg_iad_ros.ros.reject_gate import RejectGate
         self.ns = "/t_" + uuid.uuid4().hex[:8]
-        params = {"stream": self.ns, "sync_backend": "builtin", **params}
+        params = {"stream": self.ns, "sync_backend": SYNC_BACKEND, **params}
         self.node = InspectionNode(namespace=self.ns, detector=detector, parameter_overrides=[
             Parameter(k, value=v) for k, v in params.items()])
         self.gate = RejectGate(namespace=self.ns) if with_gate else None
@@ -148,7 +152,10 @@ class Graph:
         return self.node.accounting()
 
     def close(self):
+        if self.executor is None:
+            return
         self.executor.shutdown(timeout_sec=5.0)
+        self.executor = None
         self._thread.join(timeout=5.0)
         for n in (self.node, self.gate, self.probe):
             if n is not None:

@@ -9,6 +9,7 @@ fed as 3-channel images (see ``to_three_channels``).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import List, Optional
 
@@ -177,6 +178,25 @@ _MEANS = {"clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258,
           "dinov2": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def checkpoint_source(spec: str, what: str = "backbone") -> str:
+    """'local' for an existing path, 'hub' for a hub id ('name' or 'namespace/name').
+    ModelLoadError, naming it, for a path that does not exist or a string that is neither."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return "local"
+    if path.is_absolute() or spec.startswith((".", "~")) or spec.count("/") > 1 \
+            or os.sep in spec.replace("/", ""):
+        shown = spec if str(path) == spec else f"{spec} ({path.absolute()})"
+        raise ModelLoadError(f"{what}: local path {shown} does not exist")
+    if not _HUB_ID.match(spec):
+        raise ModelLoadError(f"{what}: {spec!r} is neither an existing local path nor a hub id "
+                             "('name' or 'namespace/name')")
+    return "hub"
+
+
 def _offline_kwargs(name: str) -> dict:
     local = Path(name).expanduser().exists()
     return {"local_files_only": local or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")}
@@ -194,12 +214,16 @@ class TransformersBackbone:
 
         self.device = device
         self.name = name
+        source = checkpoint_source(name)
         kw = _offline_kwargs(name)
         try:
             config = AutoConfig.from_pretrained(name, **kw)
         except Exception as exc:
+            where = f"local directory {Path(name).expanduser()}" if source == "local" else \
+                f"hub id {name!r}" + (" (not in the local Hugging Face cache, and downloads "
+                                      "are off)" if kw["local_files_only"] else "")
             raise ModelLoadError(
-                f"cannot load a transformers config from {name!r}: {exc}") from exc
+                f"cannot load a transformers config from {where}: {exc}") from exc
         mt = config.model_type
         classes = {"clip": "CLIPModel", "siglip": "SiglipModel", "siglip2": "Siglip2Model",
                    "dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel",

@@ -134,6 +134,7 @@ class Detector:
         self.backbone = load_backbone(self.config.backbone, self.device)
         self.model_id = self.backbone.model_id
         self._threshold_override: Optional[float] = None
+        self._force_calibrated = False
         self._streams: Dict[str, Dict[str, sc.ModalityState]] = {}
         self._language = None
         if self.backbone.has_text:
@@ -164,12 +165,13 @@ class Detector:
     # ---------------------------------------------------------------------------------------
     # public API
     # ---------------------------------------------------------------------------------------
-    def set_threshold(self, value: Optional[float]) -> None:
+    def set_threshold(self, value: Optional[float], *, calibrated: bool = False) -> None:
         """Fix the decision threshold on pred_score (in [0, 1]); None -> back to config /
-        calibrated."""
+        calibrated, or always to the calibrated one with `calibrated=True`."""
         if value is not None and not 0.0 <= float(value) <= 1.0:
             raise ValueError(f"threshold must be in [0, 1] or None, got {value}")
         self._threshold_override = None if value is None else float(value)
+        self._force_calibrated = value is None and calibrated
 
     def reset(self, stream: Optional[str] = None) -> None:
         """Forget memory, history and taught references of one stream (or of all)."""
@@ -181,7 +183,7 @@ class Detector:
     def threshold_for(self, stream: str = "default") -> float:
         if self._threshold_override is not None:
             return self._threshold_override
-        if self.config.threshold is not None:
+        if self.config.threshold is not None and not self._force_calibrated:
             return float(self.config.threshold)
         n = len(self.config.modalities)
         return sc.squash(sc.calibrated_threshold(self.config.target_false_alarm_rate, n))

@@ -31,8 +31,11 @@ from zsg_iad_ros.core.frame import GEOMETRY, RGB, SENSOR, Frame
 from zsg_iad_ros.core.report import report_to_json
 from zsg_iad_ros.msg import AnomalyReport, RuleCheck, StageLatency
 from zsg_iad_ros.ros import conversions as conv
+from zsg_iad_ros.ros.message_filters_sync import MessageFiltersSync
 from zsg_iad_ros.ros.overlay import render_overlay
-from zsg_iad_ros.ros.params import INSPECTION_PARAMS, detector_config_dict
+from zsg_iad_ros.ros.params import (INSPECTION_PARAMS, ParamError, detector_config_dict,
+                                    parse_threshold)
+from zsg_iad_ros.ros.parts import MISSING, RELEASED, RESUMED, PartAssembler
 from zsg_iad_ros.ros.spin import run_node
 from zsg_iad_ros.ros.synchronizer import ApproximateTimeSynchronizer, stamp_ns
 
@@ -43,7 +46,6 @@ except ImportError:  # pragma: no cover - depends on the install
 
 #: synchronizer input index of each modality; RGB first (its header is the output header).
 INPUTS = (RGB, SENSOR, GEOMETRY)
-_OPTIONAL = (SENSOR, GEOMETRY)
 
 
 @dataclass
@@ -70,49 +72,6 @@ class _Stats:
     done_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
 
 
-class _MessageFiltersSync:
-    """message_filters.ApproximateTimeSynchronizer over the active inputs, fed from our own
-    callbacks through SimpleFilter inputs; rebuilt when a modality goes missing or returns."""
-
-    def __init__(self, n, queue_size, slop, callback):
-        self._n, self._queue_size, self._slop, self._cb = n, queue_size, slop, callback
-        self._active = [True] * n
-        self._lock = threading.Lock()
-        self._build()
-
-    def _build(self):
-        idx = [i for i in range(self._n) if self._active[i]]
-        self._inputs = {i: message_filters.SimpleFilter() for i in idx}
-        sync = message_filters.ApproximateTimeSynchronizer(
-            [self._inputs[i] for i in idx], self._queue_size, self._slop)
-        sync.registerCallback(lambda *m: self._cb(*self._expand(idx, m)))
-        self._sync = sync
-
-    def _expand(self, idx, msgs):
-        out = [None] * self._n
-        for i, m in zip(idx, msgs):
-            out[i] = m
-        return out
-
-    def add(self, msg, index):
-        with self._lock:
-            target = self._inputs.get(index)
-        if target is not None:
-            target.signalMessage(msg)
-
-    def set_active(self, index, active):
-        with self._lock:
-            if self._active[index] != active:
-                self._active[index] = active
-                self._build()
-
-    def is_active(self, index):
-        return self._active[index]
-
-    def pending(self):
-        return None  # message_filters does not expose its queues
-
-
 class InspectionNode(Node):
     """Zero-shot multimodal anomaly inspection of synchronized RGB, thermal/X-ray and depth.
 
@@ -133,26 +92,35 @@ class InspectionNode(Node):
         self._stats_lock = threading.Lock()
         self._last_warn: Dict[str, float] = {}
         self._camera_info: Optional[CameraInfo] = None
-        self._last_emitted = [None] * len(INPUTS)
-        self._last_valid = {m: time.monotonic() for m in INPUTS}
+        #: modalities present in the last inspected part (None before the first one)
+        self._last_present: Optional[Dict[str, bool]] = None
         #: production stream of the parts now arriving; `stream` parameter at start, then
         #: whatever is published on inspection/stream (e.g. by the cell's PLC bridge)
         self.stream: str = self.p["stream"]
-        self._start = time.monotonic()
 
         self.detector = detector if detector is not None else self._build_detector()
         if detector is not None:  # a shared detector follows this node's threshold parameter
-            self.detector.set_threshold(self.p["threshold"] if self.p["threshold"] >= 0
-                                        else None)
+            threshold = parse_threshold(self.p["threshold"])
+            self.detector.set_threshold(threshold, calibrated=threshold is None)
         self.narrator = None
         if self.p["narrator_model"]:
+            from zsg_iad_ros.core.backbones import checkpoint_source
             from zsg_iad_ros.core.narrator import Narrator
+            checkpoint_source(self.p["narrator_model"], "narrator_model")
             self.narrator = Narrator(self.p["narrator_model"],
                                      device=None if self.p["device"] == "auto"
                                      else self.p["device"])
             log.info(f"narrator {self.p['narrator_model']} on {self.narrator.device}")
 
+        # Subscriptions (below) come after the model is loaded: waiting for modalities starts
+        # with the first part, never during the load.
         self._sync = self._make_sync()
+        self._parts = PartAssembler(
+            self._sync, missing_timeout_s=self.p["missing_timeout_s"],
+            allow_missing=self.p["allow_missing_modalities"],
+            drop_stale=self.p["sync_drop_stale"],
+            optional=[INPUTS.index(SENSOR), INPUTS.index(GEOMETRY)])
+        self._parts.register_callback(self._on_synced)
 
         # Work queue: bounded, drop-oldest, so callbacks never wait for inference.
         self._queue: collections.deque = collections.deque()
@@ -190,7 +158,7 @@ class InspectionNode(Node):
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(self.p["diagnostics_period_s"], self._publish_diagnostics)
-        self.create_timer(0.1, self._check_missing)
+        self.create_timer(0.1, self._close_overdue_parts)
         self._publish_model_info()
         self._worker.start()
 
@@ -200,8 +168,7 @@ class InspectionNode(Node):
             if spec.choices and self.p[spec.name] not in spec.choices:
                 raise ValueError(f"parameter {spec.name}={self.p[spec.name]!r} is not one of "
                                  f"{', '.join(spec.choices)}")
-        if self.p["threshold"] > 1.0:
-            raise ValueError(f"parameter threshold={self.p['threshold']} is above 1")
+        parse_threshold(self.p["threshold"])
 
     def _build_detector(self):
         from zsg_iad_ros.core.detector import Detector, DetectorConfig
@@ -218,17 +185,20 @@ class InspectionNode(Node):
 
     def _make_sync(self):
         backend = self.p["sync_backend"]
+        args = (len(INPUTS), self.p["sync_queue_size"], self.p["sync_slop_s"])
         if backend == "message_filters" and message_filters is None:
             raise ValueError("sync_backend=message_filters but message_filters is not installed")
-        if backend == "message_filters" or (backend == "auto" and message_filters is not None):
-            self._sync_backend = "message_filters"
-            return _MessageFiltersSync(len(INPUTS), self.p["sync_queue_size"],
-                                       self.p["sync_slop_s"], self._on_synced)
+        if backend in ("message_filters", "auto") and message_filters is not None:
+            try:
+                sync = MessageFiltersSync(message_filters, *args, on_drop=self._on_sync_drop)
+                self._sync_backend = "message_filters"
+                return sync
+            except RuntimeError as e:
+                if backend == "message_filters":
+                    raise ValueError(f"sync_backend=message_filters: {e}") from e
+                self.get_logger().warning(f"{e}: using the builtin synchronizer")
         self._sync_backend = "builtin"
-        sync = ApproximateTimeSynchronizer(len(INPUTS), self.p["sync_queue_size"],
-                                           self.p["sync_slop_s"], on_drop=self._on_sync_drop)
-        sync.register_callback(self._on_synced)
-        return sync
+        return ApproximateTimeSynchronizer(*args, on_drop=self._on_sync_drop)
 
     def _input_qos(self) -> QoSProfile:
         qos = QoSProfile(depth=self.p["input_qos_depth"],
@@ -277,12 +247,6 @@ class InspectionNode(Node):
             self._drop_input(index, e.reason, e.detail)
             return
         stamp = stamp_ns(msg)
-        last = self._last_emitted[index]
-        if last is not None and stamp < last:
-            self._drop_input(index, "out_of_order",
-                             f"stamp {stamp * 1e-9:.3f} s is older than the last synchronized "
-                             f"{last * 1e-9:.3f} s")
-            return
         skew = self.p["max_stamp_skew_s"]
         if skew > 0:
             offset = abs(self.get_clock().now().nanoseconds - stamp) * 1e-9
@@ -290,11 +254,7 @@ class InspectionNode(Node):
                 self._drop_input(index, "stamp_skew",
                                  f"stamp is {offset:.3f} s from the node clock (> {skew} s)")
                 return
-        self._last_valid[name] = now
-        if not self._sync.is_active(index):
-            self.get_logger().info(f"{name} is arriving again; waiting for it again")
-            self._sync.set_active(index, True)
-        self._sync.add(msg, index)
+        self._log_part_events(self._parts.offer(msg, index, now))
 
     def _on_camera_info(self, msg: CameraInfo):
         try:
@@ -319,9 +279,6 @@ class InspectionNode(Node):
         self._drop_input(index, reason)
 
     def _on_synced(self, *msgs):
-        for i, m in enumerate(msgs):
-            if m is not None:
-                self._last_emitted[i] = stamp_ns(m)
         job = _Job(msgs=tuple(msgs), camera_info=self._camera_info, stream=self.stream,
                    enqueued=time.monotonic())
         with self._queue_cv:
@@ -334,20 +291,28 @@ class InspectionNode(Node):
                            "oldest queued frame (queue_full)")
             self._queue_cv.notify()
 
-    def _check_missing(self):
-        """Declare a silent optional modality missing after missing_timeout_s (if allowed)."""
-        if not self.p["allow_missing_modalities"]:
-            return
-        now = time.monotonic()
-        for index, name in enumerate(INPUTS):
-            if name not in _OPTIONAL or not self._sync.is_active(index):
-                continue
-            silent = now - self._last_valid[name]
-            if silent > self.p["missing_timeout_s"]:
-                self.get_logger().warning(
-                    f"{name} ({self.p['sensor_topic' if name == SENSOR else 'depth_topic']}) "
-                    f"silent for {silent:.1f} s: inspecting without it and reporting it missing")
-                self._sync.set_active(index, False)
+    def _close_overdue_parts(self):
+        self._log_part_events(self._parts.expire(time.monotonic()))
+
+    def _log_part_events(self, events):
+        log = self.get_logger()
+        for ev in events:
+            if ev.kind == MISSING:
+                name = INPUTS[ev.index]
+                topic = self.p["sensor_topic" if name == SENSOR else "depth_topic"]
+                log.warning(f"{name} ({topic}) sent nothing for a part waiting "
+                            f"{ev.waited_s:.1f} s: inspecting without it and reporting it "
+                            "missing; parts are not held for it until it arrives again")
+            elif ev.kind == RESUMED:
+                why = "is arriving again" if ev.reason == "arrived" else \
+                    f"absent from no part for {self.p['missing_timeout_s']} s"
+                log.info(f"{INPUTS[ev.index]} {why}: parts wait for it again")
+            elif ev.kind == RELEASED and ev.without:
+                names = ", ".join(INPUTS[i] for i in ev.without)
+                self._warn(f"released:{names}",
+                           f"part at {ev.stamp * 1e-9:.3f} s inspected without {names}: "
+                           f"nothing of it within sync_slop_s after {ev.waited_s:.1f} s")
+            # DROPPED parts are counted and logged through _on_sync_drop
 
     # ----------------------------------------------------------------------------- worker
     def _work(self):
@@ -445,6 +410,8 @@ class InspectionNode(Node):
         if frame is None:
             return
         t1 = time.monotonic()
+        self._last_present = {RGB: True, SENSOR: frame.sensor is not None,
+                              GEOMETRY: frame.points is not None}
         try:
             det = self.detector.detect(frame)
         except Exception as e:
@@ -496,16 +463,24 @@ class InspectionNode(Node):
     # ----------------------------------------------------------------------------- parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
         for prm in params:
-            v = prm.value
-            if prm.name == "threshold" and not (isinstance(v, float) and 0.0 <= v <= 1.0):
-                return SetParametersResult(
-                    successful=False, reason=f"threshold must be a float in [0, 1], got {v!r}")
+            if prm.name == "threshold":
+                try:
+                    parse_threshold(prm.value)
+                except ParamError as e:
+                    return SetParametersResult(successful=False, reason=str(e))
         for prm in params:
             self.p[prm.name] = prm.value
             if prm.name == "threshold":
-                self.detector.set_threshold(float(prm.value))
-                self.get_logger().info(f"threshold set to {prm.value}")
+                threshold = parse_threshold(prm.value)
+                self.detector.set_threshold(threshold, calibrated=threshold is None)
+                self.get_logger().info(
+                    "threshold: " + ("calibrated automatically" if threshold is None
+                                     else f"fixed at {threshold}"))
                 self._publish_model_info()
+            elif prm.name == "missing_timeout_s":
+                self._parts.missing_timeout_s = float(prm.value)
+            elif prm.name == "allow_missing_modalities":
+                self._parts.allow_missing = bool(prm.value)
         return SetParametersResult(successful=True)
 
     def _publish_model_info(self):
@@ -513,7 +488,8 @@ class InspectionNode(Node):
         info = {
             "model_id": det.model_id,
             "threshold": float(det.threshold_for(self.stream)),
-            "threshold_mode": "fixed" if self.p["threshold"] >= 0 else "calibrated",
+            "threshold_mode": "calibrated" if parse_threshold(self.p["threshold"]) is None
+            else "fixed",
             "sensor_type": self.p["sensor_type"], "device": str(det.device),
             "labels": sorted(set(getattr(det, "sentence_types", []) or [])),
             "stream": self.stream,
@@ -525,7 +501,7 @@ class InspectionNode(Node):
     # ----------------------------------------------------------------------------- diagnostics
     def accounting(self) -> Dict[str, int]:
         """Frame accounting: received = processed + dropped + pending."""
-        pending_sync = self._sync.pending()
+        waiting = self._sync.pending()[0]  # RGB images (parts) waiting for partners
         with self._stats_lock, self._queue_cv:
             s = self._stats
             received = s.received[RGB]
@@ -533,13 +509,9 @@ class InspectionNode(Node):
             queued = len(self._queue)
             in_flight = s.in_flight
             processed = s.processed
-        out = {"frames_received": received, "frames_processed": processed,
-               "frames_dropped": dropped, "queue_depth": queued, "in_flight": in_flight}
-        if pending_sync is not None:
-            out["frames_pending"] = pending_sync[0] + queued + in_flight
-        else:  # message_filters hides its queues: unmatched and pending are one number
-            out["frames_unmatched_or_pending"] = received - processed - dropped
-        return out
+        return {"frames_received": received, "frames_processed": processed,
+                "frames_dropped": dropped, "frames_pending": waiting + queued + in_flight,
+                "sync_waiting": waiting, "queue_depth": queued, "in_flight": in_flight}
 
     def drop_counts(self) -> Dict[str, Dict[str, int]]:
         with self._stats_lock:
@@ -557,18 +529,12 @@ class InspectionNode(Node):
                 "p95": float(np.percentile(lat, 95))}
 
     def modality_health(self) -> Dict[str, str]:
-        now = time.monotonic()
-        health = {}
-        for index, name in enumerate(INPUTS):
-            with self._stats_lock:
-                ever = self._stats.received[name] > 0
-            if not self._sync.is_active(index):
-                health[name] = "missing"
-            elif now - self._last_valid[name] > self.p["missing_timeout_s"]:
-                health[name] = "stale" if ever else "never_received"
-            else:
-                health[name] = "ok"
-        return health
+        """Per modality: `ok` / `missing` in the last inspected part, `waiting` before the first
+        one. Time between parts changes nothing."""
+        present = self._last_present
+        if present is None:
+            return {m: "waiting" for m in INPUTS}
+        return {m: "ok" if present[m] else "missing" for m in INPUTS}
 
     def _publish_diagnostics(self):
         now = time.monotonic()
@@ -608,11 +574,13 @@ class InspectionNode(Node):
 
         mods = DiagnosticStatus(name=f"{name}: modalities", hardware_id=name)
         mods.values = [kv(m, h) for m, h in health.items()]
-        bad = [m for m, h in health.items() if h != "ok"]
-        mods.level = DiagnosticStatus.WARN if bad else DiagnosticStatus.OK
-        if health[RGB] != "ok" and acc["frames_received"] > 0:
-            mods.level = DiagnosticStatus.ERROR
-        mods.message = "all present" if not bad else ", ".join(f"{m} {health[m]}" for m in bad)
+        mods.values += [kv(f"{m}.waited_for", str(self._sync.is_active(i)).lower())
+                        for i, m in enumerate(INPUTS) if i > 0]
+        missing = [m for m, h in health.items() if h == "missing"]
+        mods.level = DiagnosticStatus.WARN if missing else DiagnosticStatus.OK
+        mods.message = ("no part inspected yet" if self._last_present is None
+                        else ", ".join(f"{m} missing in the last part" for m in missing)
+                        or "all present in the last part")
 
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()

@@ -10,6 +10,10 @@ from typing import Any, Optional, Tuple
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 
+class ParamError(ValueError):
+    """A parameter value the node refuses; the message says which and why."""
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     name: str
@@ -18,10 +22,11 @@ class ParamSpec:
     read_only: bool = False
     range: Optional[Tuple[float, float]] = None
     choices: Optional[Tuple[str, ...]] = None
+    dynamic_typing: bool = False  # any type reaches the node's own validation (ints for floats)
 
     def descriptor(self) -> ParameterDescriptor:
         d = ParameterDescriptor(name=self.name, description=self.description,
-                                read_only=self.read_only)
+                                read_only=self.read_only, dynamic_typing=self.dynamic_typing)
         if self.choices:
             d.additional_constraints = "one of: " + ", ".join(self.choices)
         if self.range is not None:
@@ -52,17 +57,22 @@ INSPECTION_PARAMS = (
               "approximate-time synchronizer: message_filters where installed (auto), or the "
               "package's builtin one", True, choices=("auto", "message_filters", "builtin")),
     ParamSpec("sync_slop_s", 0.05,
-              "largest stamp spread within one synchronized set [s]", True, range=(0.0, 10.0)),
+              "a set forms when its stamps spread strictly less than this [s]", True,
+              range=(0.001, 10.0)),
     ParamSpec("sync_queue_size", 10, "messages kept per input while waiting for partners", True,
               range=(1, 1000)),
+    ParamSpec("sync_drop_stale", False,
+              "drop queued messages older than a set just formed instead of letting them wait "
+              "for a late partner (off: message_filters' behaviour)", True),
     ParamSpec("queue_size", 2,
               "frames waiting for the worker; the oldest is dropped when full [frames]", True,
               range=(1, 100)),
     ParamSpec("allow_missing_modalities", True,
-              "keep inspecting with the remaining modalities when thermal/X-ray or depth stop "
-              "arriving for missing_timeout_s, and report them as missing"),
+              "inspect a part without the thermal/X-ray image or cloud it still lacks "
+              "missing_timeout_s after its RGB image, and report them missing for that part"),
     ParamSpec("missing_timeout_s", 2.0,
-              "silence after which a modality counts as missing [s]", range=(0.05, 3600.0)),
+              "how long a part's RGB image waits for its other modalities [s]; time between "
+              "parts does not count", range=(0.05, 3600.0)),
     ParamSpec("max_stamp_skew_s", 0.0,
               "drop inputs whose stamp is further than this from the node clock [s]; 0 = off "
               "(keep off when replaying recorded stamps)", range=(0.0, 1e6)),
@@ -88,8 +98,9 @@ INSPECTION_PARAMS = (
               "production stream key (part type / line) at start; a std_msgs/String on "
               "inspection/stream switches it at runtime", True),
     ParamSpec("threshold", -1.0,
-              "decision threshold on pred_score in [0, 1]; < 0 at start = calibrated "
-              "automatically for target_false_alarm_rate. Settable at runtime within [0, 1]"),
+              "decision threshold on pred_score in [0, 1] (integer or float), or -1 = "
+              "calibrated automatically for target_false_alarm_rate; settable at runtime, "
+              "-1 returns to automatic", dynamic_typing=True),
     ParamSpec("target_false_alarm_rate", 0.01,
               "false alarm rate the automatic threshold aims at [fraction]", True,
               range=(0.0001, 0.4999)),
@@ -110,12 +121,23 @@ INSPECTION_PARAMS = (
 )
 
 
+def parse_threshold(value) -> Optional[float]:
+    """The `threshold` parameter as a fixed threshold in [0, 1], or None for -1 (calibrated
+    automatically). Integers are accepted (`ros2 param set ... threshold 1`)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and value == -1:
+        return None
+    if ok and 0.0 <= value <= 1.0:
+        return float(value)
+    raise ParamError(f"threshold must be a number in [0, 1] or -1 (automatic), got {value!r}")
+
+
 def detector_config_dict(p: dict) -> dict:
     """The `DetectorConfig` fields the node derives from its parameters (`p`: name -> value).
     One mapping for the node and for evaluations that must reproduce it offline."""
     return {
         "device": p["device"], "backbone": p["backbone"],
-        "threshold": p["threshold"] if p["threshold"] >= 0 else None,
+        "threshold": parse_threshold(p["threshold"]),
         "target_false_alarm_rate": p["target_false_alarm_rate"],
         "memory_size": p["memory_size"],
         "min_region_area_px": p["min_region_area_px"],
