@@ -261,7 +261,7 @@ def test_cli_with_two_workers_matches_one_worker_on_generated_bags(ray_local, tm
     folder = tmp_path / "bags"
     folder.mkdir()
     for seed in (1, 2):
-        parts = [s for s in iter_split("test", 2, 1, seed=seed, size=64)
+        parts = [s for s in iter_split("test", 1, 1, seed=seed, size=64)
                  if s.category in ("cast_metal", "pcb")]
         _write(folder / f"cell_{seed}", parts)
     _corrupt_copy(folder / "cell_1", folder / "cell_3_broken")
@@ -272,12 +272,12 @@ def test_cli_with_two_workers_matches_one_worker_on_generated_bags(ray_local, tm
     assert err.count("skipped bag") == 2 and "cell_3_broken" in err
     one = json.load(open(tmp_path / "one" / "metrics.json"))
     two = json.load(open(tmp_path / "two" / "metrics.json"))
-    assert one["configs"]["all"]["overall"]["n_samples"] == 12
+    assert one["configs"]["all"]["overall"]["n_samples"] == 8
     assert_same(comparable(one), comparable(two))
     for out in ("one", "two"):
         summary = (tmp_path / out / "summary.md").read_text()
-        assert "| cell_3_broken | skipped | 6 | ReaderError" in summary
-        assert "Parts: 12 evaluated, 6 skipped, 0 failed" in summary
+        assert "| cell_3_broken | skipped | 4 | ReaderError" in summary
+        assert "Parts: 8 evaluated, 4 skipped, 0 failed" in summary
     assert "local Ray" not in two["inputs"]["execution"]["engine"]  # reused the test's Ray
     for png in two["figures"]:
         assert (tmp_path / "two" / png).stat().st_size > 5000
