@@ -254,6 +254,16 @@ def test_dead_worker_is_retried_once_then_its_bags_reported(ray_local, tmp_path)
     assert inputs["execution"]["failed_shards"] == 2
 
 
+class BrokenModel:
+    def __init__(self, modalities):
+        raise ValueError("weights file is truncated")
+
+
+def test_a_run_where_every_shard_fails_is_an_error(ray_local, toy_bags):
+    with pytest.raises(RuntimeError, match="every shard .* failed: .*weights file is truncated"):
+        evaluate_bags_on_ray(toy_bags, BrokenModel, workers=2, progress_every=0)
+
+
 def test_cli_with_two_workers_matches_one_worker_on_generated_bags(ray_local, tmp_path,
                                                                    capsys):
     from zsg_iad_ros.data.splits import iter_split
