@@ -39,7 +39,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing pinned Python dependencies (first run takes a few minutes)"
   $pip torch==2.13.0            # first: anything unpinned would pull a multi-GB CUDA build
   [ $system_ros = 1 ] || $pip -r requirements/ros.txt
-  $pip -r requirements/core.txt -r requirements/test.txt
+  $pip -r requirements/core.txt -r requirements/test.txt -r requirements/ray.txt
   $pip --no-deps -e .
   echo "$want" > "$stamp"
 fi

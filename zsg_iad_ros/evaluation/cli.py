@@ -1,7 +1,8 @@
 """`zsg-evaluate` (also `ros2 run zsg_iad_ros evaluate`): offline, live and real-data evaluation.
 
-  zsg-evaluate offline BAG [BAG...] --out DIR [--backbone builtin] [--references K --draws N]
-               [--ablate-modalities]
+  zsg-evaluate offline BAG_OR_DIR_OR_GLOB [...] --out DIR [--backbone builtin]
+               [--references K --draws N] [--ablate-modalities]
+               [--workers N [--ray-address auto|ray://HOST:PORT]] [--stream-memory per-bag]
   zsg-evaluate live BAG --rate 2.0 --out DIR
   zsg-evaluate real --dataset mulsen|magnetic_tile --out DIR [--references K --draws N]
 
@@ -23,7 +24,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixel-stride", type=int, default=1,
                    help="subsample maps and masks by this stride for pixel metrics (memory)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
-    p.add_argument("--progress-every", type=int, default=25, help="progress line period")
+    p.add_argument("--progress-every", type=int, default=25,
+                   help="progress on stderr: in a log a line every N parts (at most one a "
+                        "second; a terminal gets one line updated in place); 0: none")
 
 
 def _offline_args(p: argparse.ArgumentParser) -> None:
@@ -36,6 +39,8 @@ def _offline_args(p: argparse.ArgumentParser) -> None:
                    help="shuffle the scoring order once with this seed (default: as recorded)")
     p.add_argument("--ablate-modalities", action="store_true",
                    help="also run without each modality present in the data")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="detector input size [px] (default: the detector's own)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     off = sub.add_parser("offline", help="read evaluation bags directly and run the detector")
-    off.add_argument("bags", nargs="+", help="bag folders or .mcap files with ground_truth")
+    off.add_argument("bags", nargs="+", metavar="BAG_OR_DIR_OR_GLOB",
+                     help="evaluation bags (with /ground_truth): bag folders, .mcap files, "
+                          "folders holding bags, or quoted glob patterns")
     _offline_args(off)
+    off.add_argument("--workers", type=int, default=1,
+                     help="parallel workers; more than 1 runs the shards on Ray (default 1: "
+                          "this process, Ray not used)")
+    off.add_argument("--ray-address", default=None,
+                     help="with --workers N > 1: an existing Ray cluster ('auto', "
+                          "'ray://host:port'); default: a local Ray started for the run")
+    off.add_argument("--stream-memory", choices=("carry", "per-bag"), default="carry",
+                     help="carry: a stream's memory runs on from one bag into the next (as "
+                          "recorded); per-bag: every bag starts empty, bags are independent")
 
     real = sub.add_parser("real", help="evaluate on the real samples (no bag needed)")
     real.add_argument("--dataset", required=True, choices=("mulsen", "magnetic_tile"))
@@ -80,6 +96,41 @@ def _check_paths(parser, paths: List[str]) -> None:
         parser.error(f"bag not found: {', '.join(missing)}")
 
 
+def _offline(parser, args, factory, kw: dict) -> dict:
+    """Score the bags in this process (--workers 1) or as Ray tasks."""
+    from zsg_iad_ros.evaluation.bagset import find_bags
+    from zsg_iad_ros.evaluation.offline import default_run_name
+
+    if args.workers < 1:
+        parser.error("--workers must be >= 1")
+    if args.ray_address and args.workers == 1:
+        parser.error("--ray-address runs the evaluation on Ray: give --workers N > 1")
+    try:
+        bags = find_bags(args.bags)
+    except ValueError as e:
+        parser.error(str(e))
+    kw = dict(kw, name=default_run_name(args.bags), stream_memory=args.stream_memory)
+    if args.workers == 1:
+        from zsg_iad_ros.evaluation.offline import evaluate_bags
+        return evaluate_bags(bags, factory, **kw)
+    from zsg_iad_ros.evaluation.fleet import evaluate_bags_on_ray
+    return evaluate_bags_on_ray(bags, factory, workers=args.workers,
+                                ray_address=args.ray_address, **kw)
+
+
+def _report_inputs(record: dict) -> None:
+    """Say on stderr which bags were not evaluated (they are also in summary.md)."""
+    inputs = record.get("inputs")
+    if not inputs or not inputs["not_evaluated"]:
+        return
+    for bag in inputs["not_evaluated"]:
+        print(f"zsg-evaluate: {bag['status']} bag {bag['path']}: {bag['reason']}",
+              file=sys.stderr)
+    parts = inputs["parts"]
+    print(f"zsg-evaluate: parts evaluated {parts['evaluated']}, skipped {parts['skipped']}, "
+          f"failed {parts['failed']}", file=sys.stderr)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -91,17 +142,21 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from zsg_iad_ros.evaluation.summary import write_outputs
 
-    if args.command == "offline":
-        _check_paths(parser, args.bags)
     if args.command in ("offline", "real"):
-        from zsg_iad_ros.evaluation.offline import (default_detector_factory, evaluate_bags,
-                                                    evaluate_samples)
-        factory = default_detector_factory(backbone=args.backbone, device=args.device)
+        from zsg_iad_ros.evaluation.offline import default_detector_factory, evaluate_samples
+        config = {} if args.image_size is None else {"image_size": args.image_size}
+        factory = default_detector_factory(backbone=args.backbone, device=args.device,
+                                           **config)
         kw = dict(references=args.references, draws=args.draws, seed=args.seed,
                   order_seed=args.order_seed, ablate_modalities=args.ablate_modalities,
                   pixel_stride=args.pixel_stride, progress_every=args.progress_every)
         if args.command == "offline":
-            record = evaluate_bags(args.bags, factory, **kw)
+            try:
+                record = _offline(parser, args, factory, kw)
+            except (ValueError, RuntimeError) as e:
+                print(f"zsg-evaluate: error: {e}", file=sys.stderr)
+                return 2
+            _report_inputs(record)
         else:
             from zsg_iad_ros.data import real as real_data
             if args.dataset == "mulsen":

@@ -13,6 +13,10 @@ Protocol
 - Pixel metrics use the anomaly map on the RGB grid of registered frames; for a frame whose
   modalities are not pixel-aligned (`registered=False`) only the RGB modality map is comparable
   with the RGB-frame ground truth, and a sample without pixel ground truth is skipped.
+- Bags: each is read whole before scoring; an unreadable one is skipped and reported. A
+  stream's memory runs on from one bag into the next (`stream_memory="carry"`, as in a cell
+  that never restarts) or starts empty in every bag (`"per-bag"`: bags are independent). The
+  same protocol runs sharded on Ray in `evaluation/fleet.py`.
 """
 from __future__ import annotations
 
@@ -24,12 +28,19 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 import numpy as np
 
 from zsg_iad_ros.core.frame import MODALITIES, RGB, Detection, Sample
-from zsg_iad_ros.evaluation.results import (Progress, SampleResult, average_metrics,
-                                            compute_metrics, grouped_metrics, spread_over_draws)
+from zsg_iad_ros.evaluation.bagset import (EVALUATED, SKIPPED, BagOutcome, describe_error,
+                                           inputs_record, read_bag_parts, recorded_parts)
+from zsg_iad_ros.evaluation.progress import ProgressMeter
+from zsg_iad_ros.evaluation.results import (SampleResult, average_metrics, compute_metrics,
+                                            grouped_metrics, spread_over_draws)
 
 #: A callable building a fresh detector that uses the given modalities.
 DetectorFactory = Callable[[Tuple[str, ...]], object]
 SampleSource = Union[Sequence[Sample], Callable[[], Iterable[Sample]]]
+
+#: Stream memory across bags: carried from one bag into the next, or fresh for every bag.
+CARRY, PER_BAG = "carry", "per-bag"
+STREAM_MEMORY = (CARRY, PER_BAG)
 
 
 def default_detector_factory(backbone: str = "builtin", device: str = "auto",
@@ -90,7 +101,7 @@ def per_sample_table(results: Sequence[SampleResult]) -> List[dict]:
              "modality_scores": r.modality_scores} for r in results]
 
 
-class _Examples:
+class WorstExamples:
     """Keeps the RGB image of the `k` worst defective (lowest margin) and good (highest margin)
     results for overlays, without holding every image."""
 
@@ -99,13 +110,16 @@ class _Examples:
         self.defective: List[SampleResult] = []
         self.good: List[SampleResult] = []
 
-    def offer(self, result: SampleResult, sample: Sample) -> None:
-        if self.k <= 0 or sample.frame.rgb is None:
+    def offer(self, result: SampleResult, sample: Optional[Sample] = None) -> None:
+        """Keep `result` with the image of `sample` (or its own `rgb`, when merging the
+        examples of several shards in scoring order) if it is among the k worst so far."""
+        rgb = result.rgb if sample is None else sample.frame.rgb
+        if self.k <= 0 or rgb is None:
             return
         pool, key = ((self.defective, lambda r: r.margin) if result.label == 1
                      else (self.good, lambda r: -r.margin))
         if len(pool) < self.k or key(result) < key(pool[-1]):
-            result.rgb = np.asarray(sample.frame.rgb)
+            result.rgb = np.asarray(rgb)
             pool.append(result)
             pool.sort(key=key)
             for dropped in pool[self.k:]:
@@ -127,8 +141,8 @@ class RunOutput:
 
 
 def run_detector(samples: Iterable[Tuple[int, Sample]], detector, *,
-                 pixel_stride: int = 1, examples: Optional[_Examples] = None,
-                 progress: Optional[Progress] = None) -> List[SampleResult]:
+                 pixel_stride: int = 1, examples: Optional[WorstExamples] = None,
+                 progress: Optional[ProgressMeter] = None) -> List[SampleResult]:
     """Score (index, sample) pairs in order with one detector; returns one result each."""
     results = []
     for index, sample in samples:
@@ -144,9 +158,10 @@ def run_detector(samples: Iterable[Tuple[int, Sample]], detector, *,
     return results
 
 
-def draw_references(samples: Sequence[Sample], k: int, rng: np.random.Generator
+def draw_references(samples: Sequence, k: int, rng: np.random.Generator
                     ) -> Dict[str, List[int]]:
-    """K random good sample indices per category (fewer where the category has fewer)."""
+    """K random good sample indices per category (fewer where the category has fewer).
+    samples: objects with `label` and `category` (Samples, or a bag scan's part records)."""
     by_cat: Dict[str, List[int]] = {}
     for i, s in enumerate(samples):
         if s.label == 0:
@@ -169,17 +184,122 @@ def _materialize(source: SampleSource) -> List[Sample]:
     return samples
 
 
+@dataclass
+class EvaluationPlan:
+    """What any executor needs to score the same parts the same way: the configurations
+    (modalities), the scoring order and, per draw, the teach-mode references (category ->
+    part indices). Built from labels and categories only, so a Ray driver can plan from a scan
+    of the bags without holding their images."""
+
+    present: List[str]
+    configs: List[Tuple[str, Tuple[str, ...]]]
+    order: List[int]
+    references: List[Dict[str, List[int]]]
+
+    @property
+    def n_draws(self) -> int:
+        return len(self.references)
+
+    def scored(self, draw: int) -> List[int]:
+        """Part indices scored in `draw`, in scoring order (its references left out)."""
+        excluded = set(itertools.chain.from_iterable(self.references[draw].values()))
+        return [i for i in self.order if i not in excluded]
+
+    def total_scored(self) -> int:
+        return len(self.configs) * sum(len(self.scored(d)) for d in range(self.n_draws))
+
+
+def plan_evaluation(parts: Sequence, presents: Iterable[Dict[str, bool]], *,
+                    references: int = 0, draws: int = 1, seed: int = 0,
+                    order_seed: Optional[int] = None,
+                    ablate_modalities: bool = False) -> EvaluationPlan:
+    """parts: objects with `label` and `category` (Samples, or a bag scan's part records);
+    presents: per part, which modalities it carries."""
+    if references < 0 or draws < 1:
+        raise ValueError("references must be >= 0 and draws >= 1")
+    n = len(parts)
+    order = list(range(n))
+    if order_seed is not None:
+        order = np.random.default_rng(order_seed).permutation(n).tolist()
+    n_draws = draws if references > 0 else 1
+    presents = list(presents)
+    present = [m for m in MODALITIES if any(p.get(m, False) for p in presents)]
+    configs = [("all", tuple(present))]
+    if ablate_modalities and len(present) > 1:
+        configs += [(f"without_{m}", tuple(x for x in present if x != m)) for m in present]
+    refs = [draw_references(parts, references, np.random.default_rng(seed + d))
+            for d in range(n_draws)]
+    return EvaluationPlan(present, configs, order, refs)
+
+
+def new_record(name: str, n_samples: int, plan: EvaluationPlan, *, references: int, seed: int,
+               order_seed: Optional[int], pixel_stride: int) -> dict:
+    return {"name": name,
+            "protocol": {"n_samples": n_samples, "references": references,
+                         "draws": plan.n_draws, "seed": seed, "order_seed": order_seed,
+                         "pixel_stride": pixel_stride, "modalities_present": plan.present},
+            "configs": {}, "runs": {}}
+
+
+def draw_metrics(results: Sequence[SampleResult]) -> dict:
+    """Metric tables of one configuration and draw."""
+    m = compute_metrics(results)
+    m.update(grouped_metrics(results))
+    return m
+
+
+def drop_maps(results: Iterable[SampleResult]) -> None:
+    """Free the pixel data of results that will not be plotted."""
+    for r in results:
+        r.anomaly_map = r.gt_mask = r.pred_mask = None
+
+
+def is_plotted(config: str, draw: int) -> bool:
+    """Only the first all-modality draw is plotted (and keeps its maps and example images)."""
+    return config == "all" and draw == 0
+
+
+def add_config(record: dict, run: RunOutput, metrics_per_draw: Sequence[dict]) -> None:
+    """Average a configuration's draws into the record."""
+    avg = average_metrics(metrics_per_draw)
+    record["configs"][run.name] = {
+        "modalities": list(run.modalities), "model_id": run.model_id, "device": run.device,
+        "overall": {k: v for k, v in avg.items()
+                    if k not in ("per_category", "per_defect_type", "category_mean")},
+        "category_mean": avg["category_mean"],
+        "per_category": avg["per_category"], "per_defect_type": avg["per_defect_type"],
+        "draws": [{k: m[k] for k in ("image_auroc", "pixel_auroc", "aupro",
+                                     "image_f1_max", "pixel_f1_max")}
+                  for m in metrics_per_draw],
+        "spread": spread_over_draws(metrics_per_draw),
+        "per_sample": per_sample_table(run.draws[0])}
+    record["runs"][run.name] = run
+
+
+def _teach(detector, samples: Sequence[Sample], refs: Dict[str, List[int]],
+           categories: Optional[set] = None) -> None:
+    for cat, idx in refs.items():
+        if idx and (categories is None or cat in categories):
+            detector.teach([samples[i].frame for i in idx])
+
+
 def evaluate_samples(samples: SampleSource, detector_factory: DetectorFactory, *,
                      references: int = 0, draws: int = 1, seed: int = 0,
                      order_seed: Optional[int] = None, ablate_modalities: bool = False,
                      pixel_stride: int = 1, n_examples: int = 4, progress_every: int = 25,
-                     name: str = "samples") -> dict:
+                     name: str = "samples", recording_of: Optional[Sequence[int]] = None,
+                     progress: Optional[ProgressMeter] = None) -> dict:
     """Evaluate a detector on samples with ground truth; returns the evaluation record.
 
     samples:          a list of `Sample`s, or a zero-argument callable returning an iterable.
     detector_factory: `factory(modalities) -> Detector`, called once per configuration and draw
                       (a fresh detector: memory and calibration start empty).
     references/draws: teach mode, see the module docstring (draws is 1 without references).
+    recording_of:     per sample, the recording (bag) it comes from; when given, every
+                      recording starts with a fresh detector (stream memory per bag, taught
+                      with the draw's references of its categories), so recordings are
+                      independent of each other.
+    progress:         a meter to report to (default: one for this run, `progress_every`).
     Returns {"name", "protocol", "configs": {config_name: {"modalities", "overall",
     "category_mean", "per_category", "per_defect_type", "draws", "spread", "per_sample"}},
     "runs": {config_name: RunOutput}}
@@ -189,72 +309,114 @@ def evaluate_samples(samples: SampleSource, detector_factory: DetectorFactory, *
     if references < 0 or draws < 1 or pixel_stride < 1:
         raise ValueError("references must be >= 0, draws >= 1 and pixel_stride >= 1")
     all_samples = _materialize(samples)
-    order = list(range(len(all_samples)))
-    if order_seed is not None:
-        order = np.random.default_rng(order_seed).permutation(len(all_samples)).tolist()
-    n_draws = draws if references > 0 else 1
-    present = [m for m in MODALITIES
-               if any(s.frame.present.get(m, False) for s in all_samples)]
-    configs = [("all", tuple(present))]
-    if ablate_modalities and len(present) > 1:
-        configs += [(f"without_{m}", tuple(x for x in present if x != m)) for m in present]
-
-    record = {"name": name,
-              "protocol": {"n_samples": len(all_samples), "references": references,
-                           "draws": n_draws, "seed": seed, "order_seed": order_seed,
-                           "pixel_stride": pixel_stride, "modalities_present": present},
-              "configs": {}, "runs": {}}
-    for cname, mods in configs:
+    if recording_of is not None and len(recording_of) != len(all_samples):
+        raise ValueError(f"recording_of has {len(recording_of)} entries for "
+                         f"{len(all_samples)} samples")
+    plan = plan_evaluation(all_samples, (s.frame.present for s in all_samples),
+                           references=references, draws=draws, seed=seed,
+                           order_seed=order_seed, ablate_modalities=ablate_modalities)
+    record = new_record(name, len(all_samples), plan, references=references, seed=seed,
+                        order_seed=order_seed, pixel_stride=pixel_stride)
+    meter = progress or ProgressMeter(plan.total_scored(), name, every=progress_every)
+    categories_of: Dict[int, set] = {}
+    for s, rec in zip(all_samples, recording_of or ()):
+        categories_of.setdefault(rec, set()).add(s.category)
+    for cname, mods in plan.configs:
         run = RunOutput(cname, mods, [])
-        examples = _Examples(n_examples if cname == "all" else 0)
-        draw_metrics = []
-        for d in range(n_draws):
-            refs = draw_references(all_samples, references, np.random.default_rng(seed + d))
-            excluded = set(itertools.chain.from_iterable(refs.values()))
-            detector = detector_factory(mods)
-            run.model_id = str(getattr(detector, "model_id", ""))
-            run.device = str(getattr(detector, "device", ""))
-            for cat, idx in refs.items():
-                if idx:
-                    detector.teach([all_samples[i].frame for i in idx])
-            scored = [i for i in order if i not in excluded]
-            label = f"{name}/{cname}" + (f" draw {d + 1}/{n_draws}" if n_draws > 1 else "")
-            progress = Progress(len(scored), label, every=progress_every)
-            results = run_detector(((i, all_samples[i]) for i in scored), detector,
-                                   pixel_stride=pixel_stride,
-                                   examples=examples if d == 0 else None, progress=progress)
+        examples = WorstExamples(n_examples if cname == "all" else 0)
+        metrics_per_draw = []
+        for d in range(plan.n_draws):
+            refs = plan.references[d]
+            scored = plan.scored(d)
+            meter.stage = f"{cname}" + (f" draw {d + 1}/{plan.n_draws}"
+                                        if plan.n_draws > 1 else "")
+            kw = dict(pixel_stride=pixel_stride, examples=examples if d == 0 else None,
+                      progress=meter)
+            if recording_of is None:
+                detector = detector_factory(mods)
+                _teach(detector, all_samples, refs)
+                results = run_detector(((i, all_samples[i]) for i in scored), detector, **kw)
+            else:
+                detector, results = None, []
+                by_recording: Dict[int, List[int]] = {}
+                for i in scored:
+                    by_recording.setdefault(recording_of[i], []).append(i)
+                for rec, indices in by_recording.items():
+                    detector = detector_factory(mods)
+                    _teach(detector, all_samples, refs, categories_of[rec])
+                    results += run_detector(((i, all_samples[i]) for i in indices), detector,
+                                            **kw)
+                rank = {i: k for k, i in enumerate(scored)}
+                results.sort(key=lambda r: rank[r.index])  # back to scoring order
+            if detector is not None:
+                run.model_id = str(getattr(detector, "model_id", ""))
+                run.device = str(getattr(detector, "device", ""))
             run.draws.append(results)
-            m = compute_metrics(results)
-            m.update(grouped_metrics(results))
-            draw_metrics.append(m)
-            if cname != "all" or d > 0:  # only the first all-modality draw is plotted
-                for r in results:
-                    r.anomaly_map = r.gt_mask = r.pred_mask = None
+            metrics_per_draw.append(draw_metrics(results))
+            if not is_plotted(cname, d):
+                drop_maps(results)
         run.worst_defective, run.worst_good = examples.defective, examples.good
-        avg = average_metrics(draw_metrics)
-        record["configs"][cname] = {
-            "modalities": list(mods), "model_id": run.model_id, "device": run.device,
-            "overall": {k: v for k, v in avg.items()
-                        if k not in ("per_category", "per_defect_type", "category_mean")},
-            "category_mean": avg["category_mean"],
-            "per_category": avg["per_category"], "per_defect_type": avg["per_defect_type"],
-            "draws": [{k: m[k] for k in ("image_auroc", "pixel_auroc", "aupro",
-                                         "image_f1_max", "pixel_f1_max")}
-                      for m in draw_metrics],
-            "spread": spread_over_draws(draw_metrics),
-            "per_sample": per_sample_table(run.draws[0])}
-        record["runs"][cname] = run
+        add_config(record, run, metrics_per_draw)
+    if progress is None:
+        meter.close()
     return record
 
 
-def evaluate_bags(paths: Sequence[str], detector_factory: DetectorFactory, **kwargs) -> dict:
-    """`evaluate_samples` over the samples recorded in one or more evaluation bags."""
-    from zsg_iad_ros.data.bags import read_bag
+def read_readable_bags(paths: Sequence[str]
+                       ) -> Tuple[List[Sample], List[int], List[BagOutcome]]:
+    """Read every bag whole; an unreadable one is skipped with its reason.
+    Returns (samples, recording index of each sample, one outcome per bag)."""
+    samples: List[Sample] = []
+    recording_of: List[int] = []
+    outcomes = []
+    for k, path in enumerate(paths):
+        try:
+            parts = read_bag_parts(path)
+        except Exception as e:  # noqa: BLE001 - any read failure skips the bag, with its reason
+            outcomes.append(BagOutcome(str(path), SKIPPED, recorded_parts(path),
+                                       describe_error(e)))
+            continue
+        samples += parts
+        recording_of += [k] * len(parts)
+        outcomes.append(BagOutcome(str(path), EVALUATED, len(parts)))
+    return samples, recording_of, outcomes
 
+
+def no_readable_bag(outcomes: Sequence[BagOutcome]) -> ValueError:
+    listed = "; ".join(f"{o.name}: {o.reason}" for o in outcomes[:5])
+    more = f"; and {len(outcomes) - 5} more" if len(outcomes) > 5 else ""
+    return ValueError(f"no readable bag among {len(outcomes)} ({listed}{more})")
+
+
+def default_run_name(paths: Sequence[str]) -> str:
+    names = [str(p).rstrip("/").split("/")[-1] for p in paths]
+    return "+".join(names) if len(names) <= 3 else f"{names[0]}+{len(names) - 1} more"
+
+
+def evaluate_bags(paths: Sequence[str], detector_factory: DetectorFactory, *,
+                  stream_memory: str = CARRY, **kwargs) -> dict:
+    """`evaluate_samples` over the parts recorded in one or more evaluation bags, in this
+    process. A bag that cannot be read whole is skipped and reported (record["inputs"]).
+
+    stream_memory: "carry" (a stream's memory runs on from one bag into the next, as in a cell
+    that never restarts) or "per-bag" (every bag starts with empty memory: bags are independent
+    and can be scored in any order or in parallel).
+    """
+    check_stream_memory(stream_memory)
     if not paths:
         raise ValueError("no bag given")
+    samples, recording_of, outcomes = read_readable_bags(paths)
+    if not samples:
+        raise no_readable_bag(outcomes)
+    kwargs.setdefault("name", default_run_name(paths))
+    record = evaluate_samples(samples, detector_factory,
+                              recording_of=recording_of if stream_memory == PER_BAG else None,
+                              **kwargs)
+    record["protocol"]["stream_memory"] = stream_memory
+    record["inputs"] = inputs_record(outcomes, 0, {"workers": 1, "engine": "single process"})
+    return record
 
-    def source():
-        return itertools.chain.from_iterable(read_bag(p) for p in paths)
-    kwargs.setdefault("name", "+".join(str(p).rstrip("/").split("/")[-1] for p in paths))
-    return evaluate_samples(source, detector_factory, **kwargs)
+
+def check_stream_memory(value: str) -> None:
+    if value not in STREAM_MEMORY:
+        raise ValueError(f"stream_memory must be one of {STREAM_MEMORY}, got {value!r}")

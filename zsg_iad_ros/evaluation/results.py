@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import math
-import sys
-import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -173,36 +171,3 @@ def to_json(obj):
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
-
-
-# ---------------------------------------------------------------------------------------------
-# progress
-
-class Progress:
-    """Prints one line every `every` items with rate and ETA (to stderr; `every=0` is silent)."""
-
-    def __init__(self, total: Optional[int], label: str, every: int = 25, stream=None):
-        self.total, self.label, self.every = total, label, every
-        self.stream = stream if stream is not None else sys.stderr
-        self.count = 0
-        self.t0 = time.perf_counter()
-
-    def update(self, n: int = 1) -> None:
-        self.count += n
-        if self.every and (self.count % self.every == 0 or self.count == self.total):
-            print(self.line(), file=self.stream, flush=True)
-
-    def line(self) -> str:
-        elapsed = time.perf_counter() - self.t0
-        rate = self.count / elapsed if elapsed > 0 else float("inf")
-        if self.total:
-            eta = (self.total - self.count) / rate if rate > 0 else float("nan")
-            return (f"[{self.label}] {self.count}/{self.total} samples, {rate:.2f} samples/s, "
-                    f"ETA {eta:.0f} s")
-        return f"[{self.label}] {self.count} samples, {rate:.2f} samples/s"
-
-
-def iter_with_progress(items: Iterable, progress: Progress):
-    for item in items:
-        yield item
-        progress.update()

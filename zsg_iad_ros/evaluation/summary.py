@@ -56,15 +56,48 @@ def _reasons(rows: Dict[str, dict], columns: Sequence[str]) -> List[str]:
             for reason, where in seen.items()]
 
 
+#: Bags listed by name in summary.md (all of them are in metrics.json).
+MAX_LISTED_BAGS = 50
+
+
+def inputs_lines(inputs: dict) -> List[str]:
+    """Bags and parts evaluated, skipped (unreadable) and failed, and why."""
+    bags, parts, run = inputs["bags"], inputs["parts"], inputs["execution"]
+    skipped = str(parts["skipped"])
+    if parts["skipped_bags_of_unknown_size"]:
+        skipped += f" (+ {parts['skipped_bags_of_unknown_size']} bag(s) of unknown size)"
+    lines = ["## Inputs", "",
+             f"{bags['found']} bag(s): {bags['evaluated']} evaluated, {bags['skipped']} "
+             f"skipped (unreadable), {bags['failed']} failed. Parts: {parts['evaluated']} "
+             f"evaluated, {skipped} skipped, {parts['failed']} failed. Run by "
+             f"{run['engine']}, {run['workers']} worker(s).", ""]
+    rows = inputs["not_evaluated"]
+    if rows:
+        lines += ["| bag | status | parts | reason |", "| --- | --- | --- | --- |"]
+        for b in rows[:MAX_LISTED_BAGS]:
+            reason = b["reason"].replace("|", "\\|")
+            n = "?" if b["parts"] is None else b["parts"]
+            lines.append(f"| {b['name']} | {b['status']} | {n} | {reason} |")
+        if len(rows) > MAX_LISTED_BAGS:
+            lines += ["", f"... and {len(rows) - MAX_LISTED_BAGS} more in metrics.json "
+                          f"(inputs.not_evaluated)."]
+        lines.append("")
+    return lines
+
+
 def markdown(record: dict, title: Optional[str] = None) -> str:
     proto = record["protocol"]
     lines = [f"# Evaluation: {title or record['name']}", ""]
     teach = (f"teach mode, {proto['references']} known-good references per category, averaged "
              f"over {proto['draws']} draw(s)" if proto["references"] else "no references (cold "
              "start, streaming memory only)")
+    memory = {"carry": "; stream memory carried from bag to bag",
+              "per-bag": "; stream memory fresh in every bag"}.get(proto.get("stream_memory"), "")
     lines += [f"{proto['n_samples']} samples; {teach}; modalities in the data: "
-              f"{', '.join(proto['modalities_present'])}; pixel stride {proto['pixel_stride']}.",
-              ""]
+              f"{', '.join(proto['modalities_present'])}; pixel stride {proto['pixel_stride']}"
+              f"{memory}.", ""]
+    if record.get("inputs"):
+        lines += inputs_lines(record["inputs"])
     configs = record["configs"]
     main = configs["all"]
     lines += [f"Model `{main.get('model_id', '')}` on `{main.get('device', '')}`.", ""]
