@@ -324,6 +324,8 @@ def load_backbone(spec: str, device: torch.device):
     id / local checkpoint directory."""
     if spec == "builtin":
         return BuiltinBackbone(device)
+    if spec == "patchstats":
+        return PatchStatsBackbone(device)
     p = Path(spec).expanduser()
     if p.suffix == ".safetensors":
         return BuiltinBackbone(device, p)

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from . import scoring as sc
-from .backbones import (ModelLoadError, load_backbone, rgb_image, select_device, sensor_image,
-                        to_three_channels, WEIGHTS_DIR)
+from .backbones import (BuiltinBackbone, ModelLoadError, load_backbone, rgb_image, select_device,
+                        sensor_image, to_three_channels, WEIGHTS_DIR)
 from .frame import (GEOMETRY, MODALITIES, RGB, SENSOR, SENSOR_TYPES, DefectRegion, Detection,
                     Frame, Hypothesis)
 from .geometry import centroid_3d, geometry_maps
@@ -32,10 +32,19 @@ __all__ = ["ModelLoadError", "DetectorConfig", "Detector"]
 
 GROUNDING_WEIGHTS = WEIGHTS_DIR / "grounding.safetensors"
 
+#: Feature extractor per modality for backbone='auto', chosen by measurement on the development
+#: data (table in docs/DETECTOR.md).
+MODALITY_BACKBONES = {RGB: "mobilenetv2", SENSOR: "patchstats", GEOMETRY: "patchstats"}
+
 
 @dataclass
 class DetectorConfig:
-    backbone: str = "builtin"       # 'builtin' | transformers hub id | local checkpoint dir
+    #: feature extractor of every modality: 'auto' (per modality, MODALITY_BACKBONES) |
+    #: 'mobilenetv2' | 'efficientnet_lite0' | 'dinov2_s_onnx' (ImageNet weights from packages) |
+    #: 'builtin' | 'patchstats' | transformers hub id | local checkpoint dir
+    backbone: str = "auto"
+    #: per-modality overrides of `backbone`, e.g. {"sensor": "patchstats"}
+    modality_backbones: Optional[Dict[str, str]] = None
     device: str = "auto"            # 'auto' | 'cpu' | 'cuda' | 'cuda:N'; fp16 on CUDA
     image_size: int = 256
     #: memory entries per stream and modality: streamed normal parts plus the taught references,
@@ -82,6 +91,8 @@ class DetectorConfig:
         kw = {k: v for k, v in d.items() if v is not None}
         if "modalities" in kw:
             kw["modalities"] = tuple(kw["modalities"])
+        if "modality_backbones" in kw:
+            kw["modality_backbones"] = dict(kw["modality_backbones"])
         cfg = cls(**kw)
         cfg.validate()
         return cfg
@@ -91,6 +102,9 @@ class DetectorConfig:
         if bad or not self.modalities:
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got "
                              f"{self.modalities}")
+        bad = sorted(set(self.modality_backbones or {}) - set(MODALITIES))
+        if bad:
+            raise ValueError(f"modality_backbones keys must be in {MODALITIES}, got {bad}")
         if not 32 <= int(self.image_size) <= 1024:
             raise ValueError(f"image_size must be in [32, 1024], got {self.image_size}")
         if int(self.reference_rotations) < 1:
@@ -131,13 +145,15 @@ class Detector:
         self.config = config or DetectorConfig()
         self.config.validate()
         self.device = select_device(self.config.device)
-        self.backbone = load_backbone(self.config.backbone, self.device)
-        self.model_id = self.backbone.model_id
+        self.backbones = self._load_backbones()
+        # the RGB modality's extractor (language scores and text tower come from it)
+        self.backbone = self.backbones.get(RGB) or next(iter(self.backbones.values()))
+        self.model_id = ",".join(f"{m}:{b.model_id}" for m, b in self.backbones.items())
         self._threshold_override: Optional[float] = None
         self._force_calibrated = False
         self._streams: Dict[str, Dict[str, sc.ModalityState]] = {}
         self._language = None
-        if self.backbone.has_text:
+        if self.backbone.has_text and RGB in self.backbones:
             normal, anomalous = state_prompts("object")
             self._language = (self.backbone.encode_text(normal),
                               self.backbone.encode_text(anomalous))
@@ -161,6 +177,17 @@ class Detector:
                 import json
                 cfg = json.loads(self.grounding_meta.get("config", "{}"))
                 self._grounding_weight = float(cfg.get("grounding_weight", 0.5))
+
+    def _load_backbones(self) -> dict:
+        """{modality: backbone} for the configured modalities; one instance per distinct spec."""
+        specs = {}
+        for m in self.config.modalities:
+            spec = (self.config.modality_backbones or {}).get(m, self.config.backbone)
+            specs[m] = MODALITY_BACKBONES[m] if spec == "auto" else spec
+        loaded: dict = {}
+        for spec in dict.fromkeys(specs.values()):
+            loaded[spec] = load_backbone(spec, self.device)
+        return {m: loaded[spec] for m, spec in specs.items()}
 
     # ---------------------------------------------------------------------------------------
     # public API
@@ -254,14 +281,21 @@ class Detector:
             else:
                 a = 2 * np.pi * k / n_rot
                 rot = {m: _rotate(img, a) for m, img in images.items()}
-            names = list(rot)
-            if not names:
-                out.append({})
-                continue
-            batch = torch.stack([rot[m].to(self.device) for m in names])
-            f = sc.local_aggregate(self.backbone.features(batch).float(), 3)
-            out.append({m: f[i] for i, m in enumerate(names)})
+            out.append(self._extract(rot))
         return out
+
+    def _extract(self, images: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """{modality: (C, h, w) features} of modality images, one batch per backbone, each patch
+        averaged with its 3 x 3 neighbours."""
+        groups: Dict[int, list] = {}
+        for m in images:
+            groups.setdefault(id(self.backbones[m]), []).append(m)
+        feats = {}
+        for names in groups.values():
+            batch = torch.stack([images[m].to(self.device) for m in names])
+            f = sc.local_aggregate(self.backbones[names[0]].features(batch).float(), 3)
+            feats.update({m: f[i] for i, m in enumerate(names)})
+        return feats
 
     def detect(self, frame: Frame, update_memory: bool = True) -> Detection:
         with torch.inference_mode():
@@ -311,7 +345,12 @@ class Detector:
             rgb = np.asarray(frame.rgb)
             if rgb.dtype != np.uint8:
                 rgb = np.clip(np.nan_to_num(rgb.astype(np.float32)), 0, 1)
-            images[RGB] = rgb_image(rgb, S)
+            # The built-in network was trained on luminance bands; the others see the colours
+            # (ImageNet networks were trained on photos; patch statistics count colour changes).
+            if isinstance(self.backbones[RGB], BuiltinBackbone):
+                images[RGB] = rgb_image(rgb, S)
+            else:
+                images[RGB] = to_three_channels(rgb, S)
         if SENSOR in use:
             images[SENSOR] = to_three_channels(sensor_image(frame.sensor, frame.sensor_type), S)
         timings["preprocess"] = (time.perf_counter() - t0) * 1e3
@@ -328,12 +367,7 @@ class Detector:
     def _features(self, frame: Frame, timings: dict):
         images = self._images(frame, timings)
         t0 = time.perf_counter()
-        feats = {}
-        if images:
-            names = list(images)
-            batch = torch.stack([images[m].to(self.device) for m in names])
-            f = sc.local_aggregate(self.backbone.features(batch).float(), 3)
-            feats = {m: f[i] for i, m in enumerate(names)}
+        feats = self._extract(images) if images else {}
         if self._language is not None and RGB in images:
             emb = self.backbone.patch_embeddings(images[RGB][None].to(self.device))[0]
             feats["rgb:language"] = sc.language_map(emb, *self._language)
@@ -382,7 +416,7 @@ class Detector:
             cscores[m] = float(sc.topk_mean(sc.inner(cmap, margin)))
         timings["scoring"] = (time.perf_counter() - t0) * 1e3
         return dict(used=used, feats=feats, images=images, cmaps=cmaps, cscores=cscores,
-                    raw=raw_scores, confident=confident)
+                    raw=raw_scores, confident=confident, rgb=frame.rgb)
 
     def _evidence(self, scored: dict, registered: bool) -> torch.Tensor:
         """(IN_CH, h, w) grounding evidence from the scored frame."""
@@ -394,7 +428,11 @@ class Detector:
         if not registered:  # unaligned maps cannot be fused per pixel
             keep = RGB if RGB in squashed else scored["used"][0]
             squashed = {keep: squashed[keep]}
-        return build_evidence(squashed, scored["images"], grid)
+        images = dict(scored["images"])
+        if RGB in images and not isinstance(self.backbones[RGB], BuiltinBackbone):
+            # the grounding module was trained on the luminance-band rendering of RGB
+            images[RGB] = rgb_image(scored["rgb"], int(self.config.image_size))
+        return build_evidence(squashed, images, grid)
 
     @torch.inference_mode()
     def grounding_evidence(self, frame: Frame) -> torch.Tensor:
