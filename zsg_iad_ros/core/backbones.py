@@ -320,12 +320,17 @@ class TransformersBackbone:
 
 
 def load_backbone(spec: str, device: torch.device):
-    """'builtin' (shipped weights), a path to a built-in safetensors file, or a transformers hub
-    id / local checkpoint directory."""
+    """'builtin' (shipped weights), 'patchstats' (hand-made), 'mobilenetv2' /
+    'efficientnet_lite0' / 'dinov2_s_onnx' (ImageNet weights from pip packages, see
+    pretrained.py), a path to a built-in safetensors
+    file, or a transformers hub id / local checkpoint directory."""
     if spec == "builtin":
         return BuiltinBackbone(device)
     if spec == "patchstats":
         return PatchStatsBackbone(device)
+    from .pretrained import PACKAGE_BACKBONES
+    if spec in PACKAGE_BACKBONES:
+        return PACKAGE_BACKBONES[spec](device)
     p = Path(spec).expanduser()
     if p.suffix == ".safetensors":
         return BuiltinBackbone(device, p)
