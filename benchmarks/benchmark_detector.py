@@ -44,7 +44,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="outputs/benchmark")
-    p.add_argument("--backbone", default="builtin")
+    p.add_argument("--backbone", default="auto",
+                   help="backbone of the latency section and the first of the accuracy runs")
+    p.add_argument("--compare", nargs="*", default=["patchstats", "builtin"],
+                   help="further backbones scored in the same run on the same parts "
+                        "(patchstats = the hand-made patch-statistics baseline)")
     p.add_argument("--device", default="auto", help="accuracy runs: auto | cpu | cuda")
     p.add_argument("--n-good", type=int, default=6, help="good parts per test category")
     p.add_argument("--n-defective", type=int, default=14,
@@ -143,7 +147,7 @@ def run_magnetic_tile(args, factory):
 
 
 # ---------------------------------------------------------------------------------------------
-def latency_on(device: str, args, frames, references=()) -> dict:
+def latency_on(device: str, args, frames, references=(), backbone=None) -> dict:
     """Per-stage latency and peak memory of one detector on `device` over a stream of frames,
     after teaching it `references` (known-good frames) when given."""
     import torch
@@ -152,7 +156,7 @@ def latency_on(device: str, args, frames, references=()) -> dict:
     from zsg_iad_ros.evaluation.metrics import latency_percentiles
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    det = Detector(DetectorConfig(backbone=args.backbone, device=device))
+    det = Detector(DetectorConfig(backbone=backbone or args.backbone, device=device))
     if references:
         det.teach(list(references))
     if det.device.type == "cuda":
@@ -204,6 +208,9 @@ def run_latency(args):
            "cpu": latency_on("cpu", args, frames)}
     if refs:
         out[f"cpu, {len(refs)} references"] = latency_on("cpu", args, frames, refs)
+    for bb in args.compare:  # streaming latency of the compared backbones, same frames
+        if bb != args.backbone:
+            out[f"cpu, backbone {bb}"] = latency_on("cpu", args, frames, backbone=bb)
     if torch.cuda.is_available():
         out["cuda"] = latency_on("cuda", args, frames)
         if refs:
@@ -283,34 +290,66 @@ def parse_overrides(items) -> dict:
     return out
 
 
+def comparison_table(results: dict, backbones) -> str:
+    """One row per (data set run, backbone) with the ratio of its image AUROC to the hand-made
+    patch-statistics baseline's on the same parts in this run."""
+    keys = ("image_auroc", "pixel_auroc", "aupro", "miss_rate", "false_alarm_rate")
+    lines = ["| run | backbone | image AUROC (category mean) | pixel AUROC | AUPRO | miss rate | "
+             "false-alarm rate | image AUROC / patchstats |", "|" + " --- |" * 8]
+    runs = sorted({k.split("@")[0] for k in results if "@" in k})
+    for run in runs:
+        base = results.get(f"{run}@patchstats")
+        b_auc = base["configs"]["all"]["overall"]["image_auroc"] if base else float("nan")
+        for bb in backbones:
+            rec = results.get(f"{run}@{bb}")
+            if rec is None:
+                continue
+            o, cm = rec["configs"]["all"]["overall"], rec["configs"]["all"]["category_mean"]
+            ratio = o["image_auroc"] / b_auc if b_auc == b_auc and b_auc > 0 else float("nan")
+            lines.append(f"| {run} | {bb} | {cell(o[keys[0]])} ({cell(cm.get(keys[0]))}) | "
+                         + " | ".join(cell(o[k]) for k in keys[1:]) + f" | {cell(ratio)} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    factory = default_detector_factory(backbone=args.backbone, device=args.device,
-                                       **parse_overrides(args.set))
+    backbones = list(dict.fromkeys([args.backbone] + list(args.compare)))
     results = {}
     t_start = time.perf_counter()
-    runners = {"synthetic": lambda: run_synthetic(args, factory),
-               "mulsen": lambda: run_mulsen(args, factory),
-               "magnetic_tile": lambda: run_magnetic_tile(args, factory),
-               "latency": lambda: run_latency(args)}
     for section in args.sections:
         t = time.perf_counter()
         try:
-            results.update(runners[section]())
+            if section == "latency":
+                results.update(run_latency(args))
+            else:
+                for bb in backbones:
+                    factory = default_detector_factory(backbone=bb, device=args.device,
+                                                       **parse_overrides(args.set))
+                    run = {"synthetic": run_synthetic, "mulsen": run_mulsen,
+                           "magnetic_tile": run_magnetic_tile}[section](args, factory)
+                    for name, rec in run.items():
+                        # the main backbone keeps the plain names (plots, per-category tables)
+                        results[f"{name}@{bb}"] = rec
+                        if bb == args.backbone:
+                            results[name] = rec
         except FileNotFoundError as e:  # real data absent on this machine
             print(f"[benchmark] skipped {section}: {e}", file=sys.stderr)
             continue
         print(f"[benchmark] {section} done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-    for name, rec in results.items():
+    main_runs = {k: v for k, v in results.items() if "@" not in k}
+    for name, rec in main_runs.items():
         if name != "latency":
             write_outputs(rec, os.path.join(args.out, name), plots=not args.no_plots)
-    table = print_tables(results)
+    table = ("Backbones compared on the same parts\n\n" + comparison_table(results, backbones)
+             + f"\n\nMain backbone ({args.backbone}) in detail\n\n" + print_tables(main_runs))
     given = sys.argv[1:] if argv is None else argv
     command = "python benchmarks/benchmark_detector.py " + " ".join(given)
     serial = {"command": command.strip(), "elapsed_s": time.perf_counter() - t_start,
               "args": vars(args)}
     for name, rec in results.items():
+        if "@" in name and name.split("@")[1] == args.backbone:
+            continue  # the same record as its plain name
         serial[name] = to_json({k: v for k, v in rec.items() if k not in ("runs", "figures")}
                                if name != "latency" else rec)
     with open(os.path.join(args.out, "metrics.json"), "w") as f:

@@ -11,6 +11,9 @@ if [ -z "${ROS_DISTRO:-}" ]; then
   export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# Idle OpenMP threads sleep instead of spinning: on a machine whose cores are shared (a ROS graph,
+# other nodes, a CI runner) spinning threads slowed the CNN backbones several-fold.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 if [ "${1:-}" != "--no-overlay" ] && [ -f "$_zsg_root/install/setup.bash" ]; then
   # colcon's scripts reference unset variables.
   case $- in *u*) _zsg_u=1; set +u;; *) _zsg_u=0;; esac

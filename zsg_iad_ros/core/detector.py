@@ -148,7 +148,9 @@ class Detector:
         self.backbones = self._load_backbones()
         # the RGB modality's extractor (language scores and text tower come from it)
         self.backbone = self.backbones.get(RGB) or next(iter(self.backbones.values()))
-        self.model_id = ",".join(f"{m}:{b.model_id}" for m, b in self.backbones.items())
+        ids = {m: b.model_id for m, b in self.backbones.items()}
+        self.model_id = (next(iter(ids.values())) if len(set(ids.values())) == 1
+                         else ",".join(f"{m}:{i}" for m, i in ids.items()))
         self._threshold_override: Optional[float] = None
         self._force_calibrated = False
         self._streams: Dict[str, Dict[str, sc.ModalityState]] = {}

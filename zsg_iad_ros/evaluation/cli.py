@@ -18,8 +18,9 @@ from typing import List, Optional
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (created)")
-    p.add_argument("--backbone", default="builtin",
-                   help="'builtin' or a transformers hub id / local path")
+    p.add_argument("--backbone", default="auto",
+                   help="auto (per modality) | mobilenetv2 | efficientnet_lite0 | dinov2_s_onnx | "
+                        "builtin | patchstats | a transformers hub id / local path")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--pixel-stride", type=int, default=1,
                    help="subsample maps and masks by this stride for pixel metrics (memory)")

@@ -43,7 +43,7 @@ CARRY, PER_BAG = "carry", "per-bag"
 STREAM_MEMORY = (CARRY, PER_BAG)
 
 
-def default_detector_factory(backbone: str = "builtin", device: str = "auto",
+def default_detector_factory(backbone: str = "auto", device: str = "auto",
                              **config) -> DetectorFactory:
     """Factory of core detectors: `DetectorConfig(backbone, device, modalities, **config)`."""
     from zsg_iad_ros.core.detector import Detector, DetectorConfig
