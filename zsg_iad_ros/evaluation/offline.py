@@ -24,6 +24,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 import numpy as np
 
 from zsg_iad_ros.core.frame import MODALITIES, RGB, Detection, Sample
+from zsg_iad_ros.evaluation.foreground import part_foreground
 from zsg_iad_ros.evaluation.results import (Progress, SampleResult, average_metrics,
                                             compute_metrics, grouped_metrics, spread_over_draws)
 
@@ -66,6 +67,10 @@ def _result(index: int, sample: Sample, det: Detection, wall_ms: float,
             pixel_stride: int) -> SampleResult:
     amap, why = pixel_map(sample, det)
     s = slice(None, None, pixel_stride)
+    rgb = sample.frame.rgb
+    # The part's foreground comes from the RGB image alone, never from the ground truth.
+    fg = (part_foreground(rgb) if amap is not None and rgb is not None
+          and np.shape(rgb)[:2] == sample.gt_mask.shape else None)
     timings = dict(det.timings_ms)
     timings["wall"] = wall_ms
     return SampleResult(
@@ -79,6 +84,7 @@ def _result(index: int, sample: Sample, det: Detection, wall_ms: float,
         gt_mask=None if amap is None else np.ascontiguousarray(sample.gt_mask[s, s], bool),
         pred_mask=(None if amap is None or det.pred_mask is None
                    else np.ascontiguousarray(det.pred_mask[s, s], bool)),
+        foreground=None if fg is None else np.ascontiguousarray(fg[s, s]),
         pixel_skip_reason=why)
 
 
@@ -229,7 +235,7 @@ def evaluate_samples(samples: SampleSource, detector_factory: DetectorFactory, *
             draw_metrics.append(m)
             if cname != "all" or d > 0:  # only the first all-modality draw is plotted
                 for r in results:
-                    r.anomaly_map = r.gt_mask = r.pred_mask = None
+                    r.anomaly_map = r.gt_mask = r.pred_mask = r.foreground = None
         run.worst_defective, run.worst_good = examples.defective, examples.good
         avg = average_metrics(draw_metrics)
         record["configs"][cname] = {
@@ -239,7 +245,8 @@ def evaluate_samples(samples: SampleSource, detector_factory: DetectorFactory, *
             "category_mean": avg["category_mean"],
             "per_category": avg["per_category"], "per_defect_type": avg["per_defect_type"],
             "draws": [{k: m[k] for k in ("image_auroc", "pixel_auroc", "aupro",
-                                         "image_f1_max", "pixel_f1_max")}
+                                         "image_f1_max", "pixel_f1_max", "pixel_auroc_fg",
+                                         "aupro_fg")}
                       for m in draw_metrics],
             "spread": spread_over_draws(draw_metrics),
             "per_sample": per_sample_table(run.draws[0])}
