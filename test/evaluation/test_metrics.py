@@ -156,6 +156,81 @@ def test_aupro_matches_threshold_sweep_on_random_maps():
         assert k.size, f"threshold {t}: ({want_fpr}, {want_pro}) not on the curve"
 
 
+# --- inside the part's foreground ------------------------------------------------------------
+
+def _part_scene():
+    """20x20 image: part = centre 10x10, defect = 2x2 inside it; map 1 on the whole part."""
+    part = np.zeros((20, 20), bool)
+    part[5:15, 5:15] = True
+    gt = np.zeros((20, 20), bool)
+    gt[8:10, 8:10] = True
+    return part, gt, part.astype(np.float32)
+
+
+def test_foreground_metrics_ignore_background_pixels():
+    part, gt, amap = _part_scene()
+    # Whole image: the 4 defect pixels (1.0) beat the 300 background pixels (0.0) and tie with
+    # the 96 normal part pixels: (300 + 0.5 * 96) / 396.
+    assert M.pixel_auroc([gt], [amap]) == pytest.approx(348 / 396)
+    # Inside the part the map says nothing: all ties.
+    assert M.pixel_auroc([gt], [amap], [part]) == pytest.approx(0.5)
+    # AUPRO: one tied curve segment, PRO = FPR inside (chance, 0.15); over the whole image PRO
+    # reaches 1 at FPR 96/396 (the part's normal pixels) and stays there.
+    assert M.aupro([gt], [amap], foregrounds=[part]) == pytest.approx(0.15)
+    f = 96 / 396
+    assert M.aupro([gt], [amap]) == pytest.approx((0.5 * f + (0.3 - f)) / 0.3)
+    # A map that finds the defect inside the part is perfect there.
+    good_map = amap + gt
+    assert M.pixel_auroc([gt], [good_map], [part]) == 1.0
+    assert M.aupro([gt], [good_map], foregrounds=[part]) == 1.0
+    # Foreground None or all True: the whole-image figures.
+    for fg in (None, np.ones_like(part)):
+        assert M.pixel_auroc([gt], [amap], [fg]) == M.pixel_auroc([gt], [amap])
+        assert M.aupro([gt], [amap], foregrounds=[fg]) == M.aupro([gt], [amap])
+
+
+def test_foreground_pro_equals_the_cropped_image():
+    # A rectangular foreground is the same as cropping, regions included (random maps, ties).
+    rng = np.random.default_rng(1)
+    gts, maps, fgs = [], [], []
+    for i in range(3):
+        gt = np.zeros((16, 16), bool)
+        gt[4 + i:7 + i, 5:9] = True
+        gt[10, 10 + i] = True
+        fg = np.zeros((16, 16), bool)
+        fg[2:14, 3:15] = True
+        gts.append(gt)
+        maps.append(np.round(rng.random((16, 16)) + 0.4 * gt, 2).astype(np.float32))
+        fgs.append(fg)
+    crop = (slice(2, 14), slice(3, 15))
+    got = M.pro_curve(gts, maps, fgs)
+    want = M.pro_curve([g[crop] for g in gts], [m[crop] for m in maps])
+    np.testing.assert_allclose(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1])
+    assert M.pixel_auroc(gts, maps, fgs) == pytest.approx(
+        M.pixel_auroc([g[crop] for g in gts], [m[crop] for m in maps]))
+
+
+def test_foreground_keeps_regions_whole_and_reports_coverage():
+    # A region cut by the foreground edge stays one region, measured by its inside pixels:
+    # inside it are 2 pixels, one found -> PRO 1/2 (labelling the inside would give 2 regions).
+    gt = np.zeros((4, 6), bool)
+    gt[1, 1:4] = True  # pixels (1,1) (1,2) inside, (1,3) outside
+    fg = np.zeros((4, 6), bool)
+    fg[:, :3] = True
+    amap = np.zeros((4, 6), np.float32)
+    amap[1, 1] = 1.0
+    fpr, pro = M.pro_curve([gt], [amap], [fg])
+    assert (fpr[1], pro[1]) == (0.0, pytest.approx(0.5))
+    assert M.foreground_coverage([gt, None], [fg, None]) == pytest.approx(2 / 3)
+    assert M.foreground_coverage([gt], [None]) == 1.0
+    assert math.isnan(M.foreground_coverage([np.zeros((2, 2), bool)], [None]))
+    outside = M.aupro([gt], [amap], foregrounds=[~gt & False])
+    assert math.isnan(outside) and "inside the foreground" in outside.reason
+    with pytest.raises(ValueError, match="foreground"):
+        M.pixel_auroc([gt], [amap], [fg[:, :3]])
+
+
 # --- decisions and latency -------------------------------------------------------------------
 
 def test_decision_rates():
@@ -184,3 +259,115 @@ def test_metric_json_round_trip():
     value = M.Metric(0.25)
     assert json.loads(json.dumps(value.to_json())) == 0.25
     assert value.reason == "" and value.valid
+
+
+# --- foreground figures in the result tables, the content-free baseline, plots ---------------
+
+def _results(map_fn, with_fg=True):
+    from zsg_iad_ros.evaluation.results import SampleResult
+    part, gt, _ = _part_scene()
+    out = []
+    for i, label in enumerate((1, 1, 0, 0)):
+        g = gt if label else np.zeros_like(gt)
+        out.append(SampleResult(
+            index=i, sample_id=str(i), category="c" if i % 2 else "d", defect_type="dent",
+            label=label, pred_score=0.5 + 0.4 * label, threshold=0.5,
+            anomaly_map=map_fn(part, g), gt_mask=g, foreground=part if with_fg else None))
+    return out
+
+
+def test_result_tables_carry_foreground_metrics():
+    from zsg_iad_ros.evaluation.results import (average_metrics, compute_metrics,
+                                                grouped_metrics, spread_over_draws)
+    blunt = lambda part, g: part.astype(np.float32)  # noqa: E731  high on the whole part
+    sharp = lambda part, g: part + g.astype(np.float32)  # noqa: E731  finds the defect
+    m = compute_metrics(_results(blunt))
+    assert m["pixel_auroc"] > 0.85 and m["pixel_auroc_fg"] == pytest.approx(0.5)
+    assert m["fg_defect_coverage"] == 1.0 and m["fg_area_fraction"] == pytest.approx(0.25)
+    none = compute_metrics(_results(blunt, with_fg=False))
+    assert math.isnan(none["pixel_auroc_fg"]) and "no foreground" in none["pixel_auroc_fg"].reason
+    draws = []
+    for fn in (blunt, sharp):
+        d = compute_metrics(_results(fn))
+        d.update(grouped_metrics(_results(fn)))
+        draws.append(d)
+    assert draws[1]["per_category"]["c"]["pixel_auroc_fg"] == 1.0
+    assert draws[1]["category_mean"]["aupro_fg"] == 1.0
+    avg = average_metrics(draws)
+    assert avg["pixel_auroc_fg"] == pytest.approx(0.75)
+    assert avg["category_mean"]["pixel_auroc_fg"] == pytest.approx(0.75)
+    assert avg["per_defect_type"]["dent"]["aupro_fg"] == pytest.approx((0.15 + 1.0) / 2)
+    assert spread_over_draws(draws)["pixel_auroc_fg"] == pytest.approx(np.std([0.5, 1.0],
+                                                                              ddof=1))
+
+
+def test_sample_result_estimates_the_foreground_from_its_rgb():
+    from zsg_iad_ros.evaluation.results import SampleResult
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[16:48, 20:44] = 200
+    gt = np.zeros((64, 64), bool)
+    r = SampleResult(index=0, sample_id="s", category="c", defect_type="good", label=0,
+                     pred_score=0.1, threshold=0.5, anomaly_map=np.zeros((64, 64), np.float32),
+                     gt_mask=gt, rgb=rgb)
+    assert r.foreground is not None and r.foreground[16:48, 20:44].all()
+    assert r.foreground.mean() < 0.4
+
+
+def _baseline_samples():
+    """Bright parts on a dark table, each defect a dark spot inside the part."""
+    from zsg_iad_ros.core.frame import Frame, Sample
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:128, 0:128]
+    out = []
+    for i in range(4):
+        part = ((y - 64) / 48.0) ** 2 + ((x - 62 - i) / 40.0) ** 2 <= 1
+        rgb = np.where(part[..., None], 190.0, 15.0) + rng.normal(0, 3, (128, 128, 3))
+        gt = np.zeros((128, 128), bool)
+        if i % 2:
+            gt = (y - 56 - 3 * i) ** 2 + (x - 56) ** 2 <= 64
+            rgb[gt] = 90.0
+        out.append(Sample(frame=Frame(rgb=np.clip(rgb, 0, 255).astype(np.uint8)),
+                          label=int(gt.any()), category="part", defect_type="spot",
+                          gt_mask=gt, sample_id=str(i)))
+    return out
+
+
+def test_content_free_baseline_picks_the_polarity_per_view():
+    from zsg_iad_ros.evaluation.baselines import content_free_metrics, describe
+    m = content_free_metrics(_baseline_samples())
+    # Over the whole image the bright part is where the defects are; inside the part the
+    # defects are the dark spots. Each view reports its better polarity, and says which.
+    assert m["polarity"] == "bright" and m["polarity_fg"] == "dark"
+    assert m["pixel_auroc"] > 0.6 and m["pixel_auroc_fg"] > 0.8
+    assert m["pixel_auroc"] == m["per_polarity"]["bright"]["pixel_auroc"]
+    assert m["per_polarity"]["bright"]["pixel_auroc_fg"] < 0.2
+    assert m["per_polarity"]["dark"]["pixel_auroc"] < 0.4
+    assert m["aupro_fg"] == m["per_polarity"]["dark"]["aupro_fg"]
+    assert m["fg_defect_coverage"] == 1.0 and m["n_pixel_gt"] == 4
+    assert m["per_category"]["part"]["pixel_auroc"] == m["pixel_auroc"]
+    assert "(bright)" in describe(m) and "(dark)" in describe(m)
+    strided = content_free_metrics(_baseline_samples(), pixel_stride=2, per_category=False)
+    assert "per_category" not in strided and strided["polarity_fg"] == "dark"
+
+
+def test_plots_name_the_draw_and_the_mean(monkeypatch, tmp_path):
+    from zsg_iad_ros.evaluation import plots
+    legends = {}
+
+    def keep(fig, path):
+        ax = fig.axes[0]
+        legends[path] = ([t.get_text() for t in ax.get_legend().get_texts()], ax.get_title())
+        plots.plt.close(fig)
+        return path
+    monkeypatch.setattr(plots, "_save", keep)
+    results = _results(lambda part, g: part + g.astype(np.float32))
+    means = {"image_auroc": M.Metric(0.76), "pixel_auroc": M.Metric(0.8),
+             "pixel_auroc_fg": M.Metric(0.9), "aupro": M.Metric(0.7), "aupro_fg": M.Metric(0.6)}
+    roc, title = legends[plots.plot_roc(results, str(tmp_path / "roc.png"), means, 3)]
+    assert title == "ROC, draw 1 of 3"
+    assert "image AUROC 1.000 (draw 1 of 3; mean over draws 0.760)" in roc
+    assert any(t.startswith("pixel, inside the part AUROC 1.000") and "0.900" in t for t in roc)
+    pro, _ = legends[plots.plot_pro(results, str(tmp_path / "pro.png"), means, 3)]
+    assert any("inside the part" in t and "mean over draws 0.600" in t for t in pro)
+    single, title = legends[plots.plot_roc(results, str(tmp_path / "one.png"))]
+    assert title == "ROC" and "image AUROC 1.000" in single

@@ -186,3 +186,24 @@ def test_cli_rejects_missing_bag(tmp_path, capsys):
     assert e.value.code != 0
     assert "nope.mcap" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o" / "metrics.json")
+
+
+def test_foreground_figures_reach_the_record_and_the_summary(samples, tmp_path):
+    from zsg_iad_ros.evaluation.baselines import content_free_metrics
+    rec = evaluate_samples(samples, ContrastScorer, references=2, draws=2, progress_every=0,
+                           pixel_stride=2)
+    cfg = rec["configs"]["all"]
+    for key in ("pixel_auroc_fg", "aupro_fg", "fg_defect_coverage", "fg_area_fraction"):
+        assert key in cfg["overall"] and key in cfg["per_category"]["plate"]
+    assert "pixel_auroc_fg" in cfg["category_mean"] and "aupro_fg" in cfg["draws"][1]
+    first, second = rec["runs"]["all"].draws
+    assert first[0].foreground.shape == first[0].gt_mask.shape == (H // 2, W // 2)
+    assert second[0].foreground is None  # dropped with the maps after scoring
+    rec["baselines"] = {"content-free map": content_free_metrics(samples, pixel_stride=2)}
+    paths = write_outputs(rec, str(tmp_path))
+    md = open(paths["summary"]).read()
+    assert "px AUROC fg" in md and "AUPRO fg" in md and "| baseline: content-free map |" in md
+    assert "plate (baseline: content-free map)" in md and "draw 1 of 2" in md
+    data = json.loads(open(paths["metrics"]).read())
+    assert "pixel_auroc_fg" in data["configs"]["all"]["overall"]
+    assert data["baselines"]["content-free map"]["polarity"] in ("bright", "dark")

@@ -5,7 +5,10 @@ valid and a short explanation when it is NaN (e.g. only one class present), so a
 why a cell is empty instead of silently showing a number that means nothing.
 
 Pixel metrics pool the pixels of all samples that have pixel ground truth; a sample whose
-`gt_mask` is None is skipped (counted by the caller), never treated as all-normal.
+`gt_mask` is None is skipped (counted by the caller), never treated as all-normal. Given
+`foregrounds` (per sample an (H, W) bool mask of the part, or None for the whole image), pixel
+AUROC and AUPRO count only the pixels inside the foreground: on an object lying on a plain
+background, the whole-image figures mostly reward telling part from background.
 """
 from __future__ import annotations
 
@@ -73,13 +76,19 @@ def _one_class_reason(y: np.ndarray, what: str) -> Optional[str]:
 
 
 def _pixel_pairs(gt_masks: Sequence[Optional[np.ndarray]],
-                 anomaly_maps: Sequence[Optional[np.ndarray]]
-                 ) -> List[Tuple[np.ndarray, np.ndarray]]:
-    """Pairs (gt bool (H,W), map float (H,W)) of samples with pixel ground truth and a map."""
+                 anomaly_maps: Sequence[Optional[np.ndarray]],
+                 foregrounds: Optional[Sequence[Optional[np.ndarray]]] = None
+                 ) -> List[Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]:
+    """Triples (gt bool (H,W), map float (H,W), foreground bool (H,W) or None) of the samples
+    with pixel ground truth and a map; the foreground is None when not restricted."""
     if len(gt_masks) != len(anomaly_maps):
         raise ValueError(f"{len(gt_masks)} masks but {len(anomaly_maps)} anomaly maps")
+    if foregrounds is None:
+        foregrounds = [None] * len(gt_masks)
+    elif len(foregrounds) != len(gt_masks):
+        raise ValueError(f"{len(gt_masks)} masks but {len(foregrounds)} foregrounds")
     pairs = []
-    for i, (gt, amap) in enumerate(zip(gt_masks, anomaly_maps)):
+    for i, (gt, amap, fg) in enumerate(zip(gt_masks, anomaly_maps, foregrounds)):
         if gt is None or amap is None:
             continue
         gt = np.asarray(gt)
@@ -89,7 +98,14 @@ def _pixel_pairs(gt_masks: Sequence[Optional[np.ndarray]],
                              "must be 2-D of the same shape")
         if not np.isfinite(amap).all():
             raise ValueError(f"sample {i}: anomaly_map contains non-finite values")
-        pairs.append((gt.astype(bool), amap))
+        if fg is not None:
+            fg = np.asarray(fg, dtype=bool)
+            if fg.shape != gt.shape:
+                raise ValueError(f"sample {i}: foreground {fg.shape} does not match gt_mask "
+                                 f"{gt.shape}")
+            if fg.all():
+                fg = None  # whole image: skip the copy
+        pairs.append((gt.astype(bool), amap, fg))
     return pairs
 
 
@@ -136,18 +152,32 @@ def roc_points(labels: Sequence[int], scores: Sequence[float]) -> Tuple[np.ndarr
 # pixel level
 
 def _pooled(pairs) -> Tuple[np.ndarray, np.ndarray]:
-    y = np.concatenate([gt.ravel() for gt, _ in pairs])
-    s = np.concatenate([amap.ravel() for _, amap in pairs])
+    y = np.concatenate([gt.ravel() if fg is None else gt[fg] for gt, _, fg in pairs])
+    s = np.concatenate([amap.ravel() if fg is None else amap[fg] for _, amap, fg in pairs])
     return y, s
 
 
+def pooled_pixels(gt_masks: Sequence[Optional[np.ndarray]],
+                  anomaly_maps: Sequence[Optional[np.ndarray]],
+                  foregrounds: Optional[Sequence[Optional[np.ndarray]]] = None
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+    """(labels bool (P,), scores float32 (P,)) of the pooled pixels that `pixel_auroc` ranks
+    (inside the foregrounds when given); for curves."""
+    pairs = _pixel_pairs(gt_masks, anomaly_maps, foregrounds)
+    if not pairs:
+        return np.zeros(0, bool), np.zeros(0, np.float32)
+    return _pooled(pairs)
+
+
 def pixel_auroc(gt_masks: Sequence[Optional[np.ndarray]],
-                anomaly_maps: Sequence[Optional[np.ndarray]]) -> Metric:
+                anomaly_maps: Sequence[Optional[np.ndarray]],
+                foregrounds: Optional[Sequence[Optional[np.ndarray]]] = None) -> Metric:
     """ROC AUC over the pooled pixels of the samples with pixel ground truth.
 
-    gt_masks: per sample (H, W) bool or None (skipped); anomaly_maps: per sample (H, W) float.
+    gt_masks: per sample (H, W) bool or None (skipped); anomaly_maps: per sample (H, W) float;
+    foregrounds: None, or per sample (H, W) bool (only its True pixels count) or None (all).
     """
-    pairs = _pixel_pairs(gt_masks, anomaly_maps)
+    pairs = _pixel_pairs(gt_masks, anomaly_maps, foregrounds)
     if not pairs:
         return Metric.nan("no sample with pixel ground truth")
     y, s = _pooled(pairs)
@@ -168,7 +198,9 @@ def pixel_f1_max(gt_masks: Sequence[Optional[np.ndarray]],
 
 
 def pro_curve(gt_masks: Sequence[Optional[np.ndarray]],
-              anomaly_maps: Sequence[Optional[np.ndarray]]) -> Tuple[np.ndarray, np.ndarray]:
+              anomaly_maps: Sequence[Optional[np.ndarray]],
+              foregrounds: Optional[Sequence[Optional[np.ndarray]]] = None
+              ) -> Tuple[np.ndarray, np.ndarray]:
     """Per-region overlap (PRO) against the false positive rate, over all thresholds.
 
     Hand-written because scikit-learn has no PRO curve. Follows the MVTec AD protocol: every
@@ -178,21 +210,28 @@ def pro_curve(gt_masks: Sequence[Optional[np.ndarray]],
     1 / (n_regions * region_area) to PRO and each normal pixel 1 / n_normal to FPR; tied scores
     are merged into one curve point.
 
+    With `foregrounds`, only pixels inside the foreground count: regions are still the
+    components of the whole gt_mask, each measured by its pixels inside the foreground (a
+    region with none is left out), and FPR is over the normal pixels inside the foreground.
+
     Returns (fpr, pro), both increasing from 0 to 1; empty arrays when there is no region or no
     normal pixel.
     """
-    pairs = _pixel_pairs(gt_masks, anomaly_maps)
+    pairs = _pixel_pairs(gt_masks, anomaly_maps, foregrounds)
     region_weights, weights_fpr, scores = [], [], []
     n_regions = 0
-    for gt, amap in pairs:
+    for gt, amap, fg in pairs:
         labelled, n = ndimage.label(gt, structure=np.ones((3, 3), dtype=bool))
-        area = np.bincount(labelled.ravel(), minlength=n + 1).astype(np.float64)
+        if fg is not None:
+            labelled, gt, amap = labelled[fg], gt[fg], amap[fg]
+        labelled = labelled.ravel()
+        area = np.bincount(labelled, minlength=n + 1).astype(np.float64)
         w = np.zeros(n + 1)
-        w[1:] = 1.0 / area[1:]
-        region_weights.append(w[labelled.ravel()])
+        w[1:] = np.divide(1.0, area[1:], out=np.zeros(n), where=area[1:] > 0)
+        region_weights.append(w[labelled])
         weights_fpr.append((~gt).ravel().astype(np.float64))
         scores.append(amap.ravel())
-        n_regions += n
+        n_regions += int((area[1:] > 0).sum())
     if not pairs:
         return np.zeros(0), np.zeros(0)
     w_fpr = np.concatenate(weights_fpr)
@@ -230,19 +269,42 @@ def _area_until(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
 
 def aupro(gt_masks: Sequence[Optional[np.ndarray]],
           anomaly_maps: Sequence[Optional[np.ndarray]],
-          max_fpr: float = AUPRO_MAX_FPR) -> Metric:
-    """Area under the PRO curve for FPR in [0, max_fpr], divided by max_fpr (1.0 is perfect)."""
+          max_fpr: float = AUPRO_MAX_FPR,
+          foregrounds: Optional[Sequence[Optional[np.ndarray]]] = None) -> Metric:
+    """Area under the PRO curve for FPR in [0, max_fpr], divided by max_fpr (1.0 is perfect);
+    inside the foregrounds when given (see `pro_curve`)."""
     if not 0 < max_fpr <= 1:
         raise ValueError(f"max_fpr must be in (0, 1], got {max_fpr}")
-    pairs = _pixel_pairs(gt_masks, anomaly_maps)
+    pairs = _pixel_pairs(gt_masks, anomaly_maps, foregrounds)
     if not pairs:
         return Metric.nan("no sample with pixel ground truth")
-    if not any(gt.any() for gt, _ in pairs):
-        return Metric.nan("no defect region in the pixel ground truth")
-    if all(gt.all() for gt, _ in pairs):
-        return Metric.nan("no normal pixel in the pixel ground truth")
-    fpr, pro = pro_curve(gt_masks, anomaly_maps)
+    inside = [gt if fg is None else gt[fg] for gt, _, fg in pairs]
+    if not any(gt.any() for gt in inside):
+        return Metric.nan("no defect region in the pixel ground truth"
+                          + ("" if foregrounds is None else " inside the foreground"))
+    if all(gt.all() for gt in inside):
+        return Metric.nan("no normal pixel in the pixel ground truth"
+                          + ("" if foregrounds is None else " inside the foreground"))
+    fpr, pro = pro_curve(gt_masks, anomaly_maps, foregrounds)
     return Metric(_area_until(fpr, pro, max_fpr) / max_fpr)
+
+
+def foreground_coverage(gt_masks: Sequence[Optional[np.ndarray]],
+                        foregrounds: Sequence[Optional[np.ndarray]]) -> Metric:
+    """Fraction of the defect pixels of `gt_masks` that lie inside `foregrounds` (None: the
+    whole image). Foreground metrics leave out the defect pixels outside."""
+    if len(gt_masks) != len(foregrounds):
+        raise ValueError(f"{len(gt_masks)} masks but {len(foregrounds)} foregrounds")
+    inside = total = 0
+    for gt, fg in zip(gt_masks, foregrounds):
+        if gt is None:
+            continue
+        gt = np.asarray(gt, dtype=bool)
+        total += int(gt.sum())
+        inside += int(gt.sum() if fg is None else (gt & np.asarray(fg, dtype=bool)).sum())
+    if total == 0:
+        return Metric.nan("no defect pixel in the pixel ground truth")
+    return Metric(inside / total)
 
 
 # ---------------------------------------------------------------------------------------------

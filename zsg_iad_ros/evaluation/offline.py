@@ -30,6 +30,7 @@ import numpy as np
 from zsg_iad_ros.core.frame import MODALITIES, RGB, Detection, Sample
 from zsg_iad_ros.evaluation.bagset import (EVALUATED, SKIPPED, BagOutcome, describe_error,
                                            inputs_record, read_bag_parts, recorded_parts)
+from zsg_iad_ros.evaluation.foreground import part_foreground
 from zsg_iad_ros.evaluation.progress import ProgressMeter
 from zsg_iad_ros.evaluation.results import (SampleResult, average_metrics, compute_metrics,
                                             grouped_metrics, spread_over_draws)
@@ -77,6 +78,10 @@ def _result(index: int, sample: Sample, det: Detection, wall_ms: float,
             pixel_stride: int) -> SampleResult:
     amap, why = pixel_map(sample, det)
     s = slice(None, None, pixel_stride)
+    rgb = sample.frame.rgb
+    # The part's foreground comes from the RGB image alone, never from the ground truth.
+    fg = (part_foreground(rgb) if amap is not None and rgb is not None
+          and np.shape(rgb)[:2] == sample.gt_mask.shape else None)
     timings = dict(det.timings_ms)
     timings["wall"] = wall_ms
     return SampleResult(
@@ -90,6 +95,7 @@ def _result(index: int, sample: Sample, det: Detection, wall_ms: float,
         gt_mask=None if amap is None else np.ascontiguousarray(sample.gt_mask[s, s], bool),
         pred_mask=(None if amap is None or det.pred_mask is None
                    else np.ascontiguousarray(det.pred_mask[s, s], bool)),
+        foreground=None if fg is None else np.ascontiguousarray(fg[s, s]),
         pixel_skip_reason=why)
 
 
@@ -251,7 +257,7 @@ def draw_metrics(results: Sequence[SampleResult]) -> dict:
 def drop_maps(results: Iterable[SampleResult]) -> None:
     """Free the pixel data of results that will not be plotted."""
     for r in results:
-        r.anomaly_map = r.gt_mask = r.pred_mask = None
+        r.anomaly_map = r.gt_mask = r.pred_mask = r.foreground = None
 
 
 def is_plotted(config: str, draw: int) -> bool:
@@ -269,7 +275,8 @@ def add_config(record: dict, run: RunOutput, metrics_per_draw: Sequence[dict]) -
         "category_mean": avg["category_mean"],
         "per_category": avg["per_category"], "per_defect_type": avg["per_defect_type"],
         "draws": [{k: m[k] for k in ("image_auroc", "pixel_auroc", "aupro",
-                                     "image_f1_max", "pixel_f1_max")}
+                                     "image_f1_max", "pixel_f1_max", "pixel_auroc_fg",
+                                     "aupro_fg")}
                   for m in metrics_per_draw],
         "spread": spread_over_draws(metrics_per_draw),
         "per_sample": per_sample_table(run.draws[0])}

@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from zsg_iad_ros.evaluation import metrics as M
+from zsg_iad_ros.evaluation.foreground import part_foreground
 
 
 @dataclass
@@ -19,6 +20,10 @@ class SampleResult:
     gt_mask:     (h, w) bool on the same grid, None when the sample has no pixel ground truth.
     pred_mask:   (h, w) bool on the same grid, or None.
     rgb:         (H, W, 3) uint8 kept only for the few samples shown in overlays.
+    foreground:  (h, w) bool on the same grid: where the part is, estimated from the RGB image
+                 alone (`foreground.part_foreground`), for the foreground pixel metrics; None
+                 when unknown. When not given, it is computed from `rgb` if that has the grid
+                 of `gt_mask`.
     """
 
     index: int
@@ -38,6 +43,12 @@ class SampleResult:
     pred_mask: Optional[np.ndarray] = None
     pixel_skip_reason: str = ""
     rgb: Optional[np.ndarray] = None
+    foreground: Optional[np.ndarray] = None
+
+    def __post_init__(self):
+        if (self.foreground is None and self.rgb is not None and self.gt_mask is not None
+                and np.shape(self.rgb)[:2] == np.shape(self.gt_mask)):
+            self.foreground = part_foreground(self.rgb)
 
     @property
     def is_anomalous(self) -> bool:
@@ -59,6 +70,7 @@ def compute_metrics(results: Sequence[SampleResult], latency: bool = True) -> Di
     with_px = [r for r in results if r.gt_mask is not None and r.anomaly_map is not None]
     gts = [r.gt_mask for r in with_px]
     maps = [r.anomaly_map for r in with_px]
+    with_fg = [r for r in with_px if r.foreground is not None]
     out: Dict[str, object] = {
         "n_samples": len(results),
         "n_good": int((labels == 0).sum()),
@@ -70,6 +82,7 @@ def compute_metrics(results: Sequence[SampleResult], latency: bool = True) -> Di
         "pixel_f1_max": M.pixel_f1_max(gts, maps),
         "aupro": M.aupro(gts, maps),
     }
+    out.update(foreground_metrics(with_fg, len(with_px)))
     out.update(M.decision_rates(labels, [r.is_anomalous for r in results],
                                 unknown=[not r.confident for r in results]))
     checks = [c for r in results for c in r.rule_results]
@@ -85,6 +98,28 @@ def compute_metrics(results: Sequence[SampleResult], latency: bool = True) -> Di
     if latency:
         out["latency_ms"] = M.latency_percentiles(r.timings_ms for r in results)
     return out
+
+
+def foreground_metrics(results: Sequence[SampleResult], n_pixel_gt: int) -> Dict[str, object]:
+    """Pixel AUROC and AUPRO inside the part's foreground (`pixel_auroc_fg`, `aupro_fg`), the
+    fraction of defect pixels inside it (`fg_defect_coverage`) and the mean fraction of the
+    image it covers (`fg_area_fraction`), over results with pixel ground truth, a map and a
+    foreground. Where the foreground is the whole image these equal the whole-image figures."""
+    if not results:
+        why = ("no foreground estimate (no RGB image)" if n_pixel_gt
+               else "no sample with pixel ground truth")
+        return {k: M.Metric.nan(why) for k in FOREGROUND_KEYS}
+    gts = [r.gt_mask for r in results]
+    maps = [r.anomaly_map for r in results]
+    fgs = [r.foreground for r in results]
+    return {"pixel_auroc_fg": M.pixel_auroc(gts, maps, fgs),
+            "aupro_fg": M.aupro(gts, maps, foregrounds=fgs),
+            "fg_defect_coverage": M.foreground_coverage(gts, fgs),
+            "fg_area_fraction": M.Metric(np.mean([np.mean(f) for f in fgs]))}
+
+
+#: Keys of `foreground_metrics`.
+FOREGROUND_KEYS = ("pixel_auroc_fg", "aupro_fg", "fg_defect_coverage", "fg_area_fraction")
 
 
 def grouped_metrics(results: Sequence[SampleResult]) -> Dict[str, Dict[str, Dict[str, object]]]:
@@ -107,14 +142,15 @@ def grouped_metrics(results: Sequence[SampleResult]) -> Dict[str, Dict[str, Dict
 
 
 #: Metrics averaged over categories (the usual way of reporting per-category benchmarks).
-MEAN_KEYS = ("image_auroc", "image_f1_max", "pixel_auroc", "pixel_f1_max", "aupro")
+MEAN_KEYS = ("image_auroc", "image_f1_max", "pixel_auroc", "pixel_f1_max", "aupro",
+             "pixel_auroc_fg", "aupro_fg")
 
 
 def category_mean(per_category: Dict[str, dict]) -> Dict[str, object]:
     """Mean over categories of each metric (categories where it is NaN are left out)."""
     out: Dict[str, object] = {"n_categories": len(per_category)}
     for k in MEAN_KEYS:
-        v = np.array([float(m[k]) for m in per_category.values()], dtype=np.float64)
+        v = np.array([float(m.get(k, np.nan)) for m in per_category.values()], dtype=np.float64)
         v = v[~np.isnan(v)]
         out[k] = (M.Metric(v.mean()) if v.size
                   else M.Metric.nan(f"{k} undefined in every category"))
@@ -143,7 +179,8 @@ def average_metrics(runs: Sequence[dict]) -> dict:
     return out
 
 
-def spread_over_draws(runs: Sequence[dict], keys=("image_auroc", "pixel_auroc", "aupro")) -> dict:
+def spread_over_draws(runs: Sequence[dict], keys=("image_auroc", "pixel_auroc", "aupro",
+                                                  "pixel_auroc_fg", "aupro_fg")) -> dict:
     """Standard deviation over draws of a few headline metrics ({} for a single draw)."""
     if len(runs) < 2:
         return {}

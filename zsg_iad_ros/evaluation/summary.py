@@ -11,9 +11,10 @@ from zsg_iad_ros.evaluation.plots import plot_run
 from zsg_iad_ros.evaluation.results import MEAN_KEYS, to_json
 
 HEADLINE = ("image_auroc", "image_f1_max", "pixel_auroc", "pixel_f1_max", "aupro",
-            "false_alarm_rate", "miss_rate")
+            "pixel_auroc_fg", "aupro_fg", "false_alarm_rate", "miss_rate")
 _SHORT = {"image_auroc": "img AUROC", "image_f1_max": "img F1max", "pixel_auroc": "px AUROC",
-          "pixel_f1_max": "px F1max", "aupro": "AUPRO@0.3", "false_alarm_rate": "false alarms",
+          "pixel_f1_max": "px F1max", "aupro": "AUPRO@0.3", "pixel_auroc_fg": "px AUROC fg",
+          "aupro_fg": "AUPRO fg", "false_alarm_rate": "false alarms",
           "miss_rate": "misses", "n_samples": "n", "n_categories": "categories",
           "n_good": "good", "n_defective": "defective"}
 
@@ -104,7 +105,10 @@ def markdown(record: dict, title: Optional[str] = None) -> str:
     cols = ["n_samples", "n_good", "n_defective"] + list(HEADLINE)
     lines += ["## Overall", ""]
     overall_rows = {name: c["overall"] for name, c in configs.items()}
-    lines += table(overall_rows, cols, "configuration") + [""]
+    baselines = record.get("baselines") or {}
+    lines += table({**overall_rows, **{f"baseline: {n}": b for n, b in baselines.items()}},
+                   cols, "configuration") + [""]
+    lines += _foreground_note(main["overall"], baselines)
     means = {name: c["category_mean"] for name, c in configs.items()
              if c.get("category_mean", {}).get("n_categories", 0) > 1}
     if means:
@@ -116,7 +120,11 @@ def markdown(record: dict, title: Optional[str] = None) -> str:
         lines += ["", "Standard deviation over draws (all modalities): " + ", ".join(
             f"{_SHORT.get(k, k)} {v:.3f}" for k, v in main["spread"].items())]
     lines += ["", "## Per category (all modalities)", ""]
-    lines += table(main["per_category"], cols, "category") + [""]
+    cat_rows = dict(main["per_category"])
+    for name, b in baselines.items():
+        cat_rows.update({f"{c} (baseline: {name})": m
+                         for c, m in b.get("per_category", {}).items()})
+    lines += table(cat_rows, cols, "category") + [""]
     lines += _reasons(main["per_category"], HEADLINE)
     lines += ["", "## Per defect type (vs the good parts of the same categories)", ""]
     if len(configs) > 1:
@@ -154,18 +162,44 @@ def markdown(record: dict, title: Optional[str] = None) -> str:
                 lines.append(f"| {k} | {_num(v)} |")
     figs = record.get("figures", [])
     if figs:
-        lines += ["", "## Figures", ""] + [f"![{os.path.basename(f)}]({os.path.basename(f)})"
-                                           for f in figs]
+        lines += ["", "## Figures", ""]
+        if proto.get("draws", 1) > 1:
+            lines += [f"All modalities, draw 1 of {proto['draws']}: curves and their figures "
+                      "are that draw's; legends give the mean over draws (the tables above) "
+                      "next to them.", ""]
+        lines += [f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in figs]
     return "\n".join(lines) + "\n"
+
+
+def _foreground_note(overall: dict, baselines: dict) -> List[str]:
+    """What the "fg" columns mean, with this run's foreground figures and baseline polarity."""
+    cov, area = overall.get("fg_defect_coverage"), overall.get("fg_area_fraction")
+    if area is None or not isinstance(area, float) or math.isnan(area):
+        return []
+    lines = [f"\"fg\" columns: inside the part's foreground, estimated from each RGB image "
+             f"alone (it covers {cell(area)} of the image on average and {cell(cov)} of the "
+             "defect pixels; where it is the whole image, fg equals the whole-image figure)."]
+    for name, b in baselines.items():
+        if "polarity" in b:
+            lines.append(f"Baseline {name}: {b['polarity']} pixels scored anomalous over the "
+                         f"whole image, {b.get('polarity_fg', b['polarity'])} inside the part "
+                         "(the better of the two each).")
+    return lines + [""]
 
 
 def write_outputs(record: dict, out_dir: str, plots: bool = True,
                   title: Optional[str] = None) -> Dict[str, str]:
-    """metrics.json + summary.md (+ PNG figures of the all-modality run's first draw)."""
+    """metrics.json + summary.md (+ PNG figures of the all-modality run's first draw, with the
+    means over draws in their legends).
+
+    record["baselines"] (optional): {name: metrics} of reference maps scored in the same run
+    (e.g. `baselines.content_free_metrics`), shown as rows of the overall table."""
     os.makedirs(out_dir, exist_ok=True)
     if plots and "runs" in record and "all" in record["runs"]:
         run = record["runs"]["all"]
-        record["figures"] = plot_run(run.draws[0], run.worst_defective, run.worst_good, out_dir)
+        record["figures"] = plot_run(run.draws[0], run.worst_defective, run.worst_good, out_dir,
+                                     means=record["configs"]["all"].get("overall"),
+                                     n_draws=len(run.draws))
     serial = {k: v for k, v in record.items() if k != "runs"}
     serial["figures"] = [os.path.basename(f) for f in record.get("figures", [])]
     paths = {"metrics": os.path.join(out_dir, "metrics.json"),

@@ -1,0 +1,113 @@
+"""Reference maps that know nothing about defects, scored like the detector's maps.
+
+`content_free_metrics` scores the content-free map: the RGB image in grey, Gaussian-blurred
+and scaled to [0, 1] per image. It says where the part is and how bright it is, nothing about
+defects, so a pixel metric it scores well on measures the setting more than the detector. It
+is printed beside the detector's figures in the same run.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, List
+
+import numpy as np
+from scipy import ndimage
+
+from zsg_iad_ros.evaluation import metrics as M
+from zsg_iad_ros.evaluation.foreground import part_foreground
+
+#: Blur of the content-free map [pixels of the full-resolution image].
+CONTENT_FREE_SIGMA = 4.0
+#: Polarities tried: "bright" scores bright pixels as anomalous, "dark" dark ones.
+POLARITIES = ("bright", "dark")
+
+
+def content_free_map(rgb: np.ndarray, sigma: float = CONTENT_FREE_SIGMA,
+                     polarity: str = "bright") -> np.ndarray:
+    """(H, W) float32 in [0, 1]: grey of `rgb` (H, W, 3) uint8 (or (H, W)), blurred with a
+    Gaussian of `sigma` pixels, min-max scaled per image; inverted for polarity "dark"."""
+    if polarity not in POLARITIES:
+        raise ValueError(f"polarity must be one of {POLARITIES}, got {polarity!r}")
+    img = np.asarray(rgb, dtype=np.float32)
+    grey = img.mean(axis=-1) if img.ndim == 3 else img
+    grey = ndimage.gaussian_filter(grey, sigma)
+    lo, hi = float(grey.min()), float(grey.max())
+    out = (grey - lo) / (hi - lo) if hi > lo else np.zeros_like(grey)
+    return (out if polarity == "bright" else 1.0 - out).astype(np.float32)
+
+
+def _scores(gts, maps, fgs) -> Dict[str, M.Metric]:
+    return {"pixel_auroc": M.pixel_auroc(gts, maps), "aupro": M.aupro(gts, maps),
+            "pixel_auroc_fg": M.pixel_auroc(gts, maps, fgs),
+            "aupro_fg": M.aupro(gts, maps, foregrounds=fgs)}
+
+
+def _better(per_pol: Dict[str, Dict[str, M.Metric]], key: str) -> str:
+    """The polarity with the higher `key` (NaN counts lowest; "bright" on a tie)."""
+    def value(p):
+        v = float(per_pol[p][key])
+        return -np.inf if np.isnan(v) else v
+    return max(POLARITIES, key=value)
+
+
+def _metrics_of(items: List[tuple]) -> Dict[str, object]:
+    gts = [g for g, _, _ in items]
+    fgs = [f for _, _, f in items]
+    per_pol = {p: _scores(gts, [m[p] for _, m, _ in items], fgs) for p in POLARITIES}
+    whole, inside = _better(per_pol, "pixel_auroc"), _better(per_pol, "pixel_auroc_fg")
+    return {
+        "n_pixel_gt": len(items),
+        # Each view gets the polarity that flatters the baseline most, named beside it: a
+        # detector has to beat the stronger of the two.
+        "pixel_auroc": per_pol[whole]["pixel_auroc"], "aupro": per_pol[whole]["aupro"],
+        "polarity": whole,
+        "pixel_auroc_fg": per_pol[inside]["pixel_auroc_fg"],
+        "aupro_fg": per_pol[inside]["aupro_fg"], "polarity_fg": inside,
+        "fg_defect_coverage": (M.foreground_coverage(gts, fgs) if items
+                               else M.Metric.nan("no sample with pixel ground truth")),
+        "per_polarity": per_pol,
+    }
+
+
+def content_free_metrics(samples: Iterable, pixel_stride: int = 1,
+                         sigma: float = CONTENT_FREE_SIGMA, per_category: bool = True
+                         ) -> Dict[str, object]:
+    """Pixel metrics of the content-free map over `samples` (core `Sample`s with
+    `frame.rgb`; those without `gt_mask` or RGB are skipped, like in the evaluation).
+
+    Maps, ground truth and foregrounds are subsampled by `pixel_stride` as the offline
+    evaluation does. Returns {"n_pixel_gt", "pixel_auroc", "aupro", "polarity",
+    "pixel_auroc_fg", "aupro_fg", "polarity_fg", "fg_defect_coverage", "per_polarity":
+    {"bright": {...}, "dark": {...}}} with `Metric` values (whole-image figures for the
+    polarity with the better whole-image pixel AUROC, foreground figures for the one with the
+    better foreground pixel AUROC), plus "per_category": {category: the same} when asked.
+    """
+    if pixel_stride < 1:
+        raise ValueError("pixel_stride must be >= 1")
+    s = slice(None, None, pixel_stride)
+    by_cat: Dict[str, List[tuple]] = {}
+    for sample in samples:
+        rgb = sample.frame.rgb
+        if sample.gt_mask is None or rgb is None:
+            continue
+        gt = np.asarray(sample.gt_mask, dtype=bool)
+        if np.shape(rgb)[:2] != gt.shape:
+            raise ValueError(f"sample {sample.sample_id!r}: rgb {np.shape(rgb)} does not match "
+                             f"gt_mask {gt.shape}")
+        maps = {p: content_free_map(rgb, sigma, p)[s, s] for p in POLARITIES}
+        by_cat.setdefault(sample.category, []).append(
+            (gt[s, s], maps, part_foreground(rgb)[s, s]))
+    out = _metrics_of([x for items in by_cat.values() for x in items])
+    if per_category:
+        out["per_category"] = {c: _metrics_of(items) for c, items in sorted(by_cat.items())}
+    return out
+
+
+def describe(metrics: Dict[str, object]) -> str:
+    """One line, e.g. "px AUROC 0.995 (bright), AUPRO 0.974; inside the part 0.700 (dark),
+    AUPRO 0.400"."""
+    def f(v) -> str:
+        v = float(v)
+        return "n/a" if np.isnan(v) else f"{v:.3f}"
+    return (f"px AUROC {f(metrics['pixel_auroc'])} ({metrics['polarity']}), AUPRO "
+            f"{f(metrics['aupro'])}; inside the part {f(metrics['pixel_auroc_fg'])} "
+            f"({metrics['polarity_fg']}), AUPRO {f(metrics['aupro_fg'])}")
