@@ -51,7 +51,8 @@ class DetectorConfig:
     #: each reference counted once per orientation (scoring time grows with this number)
     memory_size: int = 16
     threshold: Optional[float] = None  # fixed decision threshold on pred_score; None -> calibrated
-    target_false_alarm_rate: float = 0.01
+    #: per part; 0.05 by default: a cell re-checks a flagged good part rather than ship a defect
+    target_false_alarm_rate: float = 0.05
     min_region_area_px: int = 16
     modalities: tuple = ("rgb", "sensor", "geometry")
     grounding: bool = True

@@ -103,7 +103,7 @@ INSPECTION_PARAMS = (
               "decision threshold on pred_score in [0, 1] (integer or float), or -1 = "
               "calibrated automatically for target_false_alarm_rate; settable at runtime, "
               "-1 returns to automatic", dynamic_typing=True),
-    ParamSpec("target_false_alarm_rate", 0.01,
+    ParamSpec("target_false_alarm_rate", 0.05,
               "false alarm rate the automatic threshold aims at [fraction]", True,
               range=(0.0001, 0.4999)),
     ParamSpec("memory_size", 16,
