@@ -99,7 +99,8 @@ def test_detection_fully_filled(taught):
     for k in ("preprocess", "geometry", "features", "scoring", "grounding", "postprocess",
               "report", "total"):
         assert k in r.timings_ms
-    assert r.model_id.startswith("builtin:")
+    # backbone='auto': an ImageNet CNN on RGB, patch statistics on the smooth fields
+    assert r.model_id.startswith("rgb:mobilenetv2") and "sensor:patchstats" in r.model_id
     assert r.report is not None and r.report["decision"] in ("anomalous", "normal")
     assert r.rule_results
     assert r.is_anomalous and (r.pred_mask & s.gt_mask).any()

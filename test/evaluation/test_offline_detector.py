@@ -36,7 +36,7 @@ def test_offline_evaluation_with_the_detector(samples, tmp_path):
     assert overall["n_samples"] == len(samples)
     assert 0.0 <= overall["image_auroc"] <= 1.0 and 0.0 <= overall["aupro"] <= 1.0
     assert overall["latency_ms"]["total"]["n"] == len(samples)
-    assert rec["configs"]["all"]["model_id"].startswith("builtin")
+    assert rec["configs"]["all"]["model_id"].startswith("rgb:mobilenetv2")
 
     paths = write_outputs(rec, str(tmp_path))
     data = json.loads(open(paths["metrics"]).read())

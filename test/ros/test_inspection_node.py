@@ -133,13 +133,13 @@ def test_missing_modality_is_reported_per_part_and_comes_back(make_graph):
     g.publish(2.0, rgb, None, points)  # thermal stops: the part waits missing_timeout_s
     assert present(g.wait_report(2.0))["sensor"] is False
     assert g.wait(lambda: g.node.modality_health()["sensor"] == "missing")
+    assert g.wait(lambda: any(diag_values(a).get("modalities/sensor") == "missing"
+                              for a in g.messages("diagnostics")))
     g.publish(3.0, rgb, None, points)
     assert present(g.wait_report(3.0))["sensor"] is False
     g.publish(4.0, rgb, sensor, points)  # back: it arrives before the RGB image and is waited for
     assert all(present(g.wait_report(4.0)).values())
     assert g.wait(lambda: g.node.modality_health()["sensor"] == "ok")
-    assert g.wait(lambda: any(diag_values(a).get("modalities/sensor") == "missing"
-                              for a in g.messages("diagnostics")))
     acc = g.settle()
     assert acc["frames_processed"] == 4 and acc["frames_dropped"] == 0
 

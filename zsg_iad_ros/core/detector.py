@@ -34,6 +34,8 @@ GROUNDING_WEIGHTS = WEIGHTS_DIR / "grounding.safetensors"
 
 #: Feature extractor per modality for backbone='auto', chosen by measurement on the development
 #: data (table in docs/DETECTOR.md).
+#: false-alarm rate whose calibrated level a mask pixel must reach (see _mask_threshold)
+MASK_FALSE_ALARM_RATE = 0.01
 MODALITY_BACKBONES = {RGB: "mobilenetv2", SENSOR: "patchstats", GEOMETRY: "patchstats"}
 
 
@@ -505,7 +507,8 @@ class Detector:
         t0 = time.perf_counter()
         amap = anomaly_map.float().cpu().numpy().astype(np.float32)
         is_anom = pred_score >= threshold
-        mask = (amap >= threshold) if is_anom else np.zeros((H, W), bool)
+        mask = (amap >= self._mask_threshold(threshold, float(amap.max()))) if is_anom else \
+            np.zeros((H, W), bool)
         mask = self._clean(mask)
         regions, hyps = self._regions(mask, amap, modality_maps, threshold, frame, ground,
                                       used)
@@ -535,6 +538,16 @@ class Detector:
                         modality_maps=modality_maps, timings_ms=timings,
                         model_id=self.model_id, confident=confident)
         return self._finish(det, frame, timings, t_start)
+
+    def _mask_threshold(self, threshold: float, peak: float) -> float:
+        """Pixel threshold of the mask of a flagged part. A lenient part-level operating point
+        (a high target false-alarm rate) must not smear the mask over normal texture: pixels
+        need the strict (1 %) calibrated level, or, for a part flagged below that level, the
+        midway between the threshold and the part's peak."""
+        n = len(self.config.modalities)
+        strict = sc.squash(sc.calibrated_threshold(min(self.config.target_false_alarm_rate,
+                                                       MASK_FALSE_ALARM_RATE), n))
+        return max(threshold, min(strict, 0.5 * (peak + threshold)))
 
     def _language_cmap(self, lmap: torch.Tensor, stream: str) -> torch.Tensor:
         """Calibrate the WinCLIP-style language map like a modality map (own stats, stored
