@@ -1,0 +1,412 @@
+"""Variation model: the per-pixel mean and spread of a few known-good parts in one pose.
+
+No ROS here. Taught from 1-8 reference images of one modality (numpy (H, W[, C]) or torch
+(C, H, W), e.g. `backbones.rgb_image`, `backbones.sensor_image`,
+`geometry_maps(...).as_image()`): the references are registered to a common model pose (the
+medoid: the reference that registers best to the others), then per pixel and channel
+
+    mean   = median of the aligned references (mean for one or two),
+    spread = sqrt(band^2 + noise^2 + (edge_px * |grad mean|)^2 + (k_local * local std)^2),
+
+where `band` is 1.4826 x the MAD across the references (0 for one), `noise` the references'
+own fine-scale variation (a global level per channel), the gradient term the edge tolerance of
+classic variation models (a misregistration of `edge_px` pixels on a strong edge changes the
+value by about |grad| x edge_px, which must not fire) and the local standard deviation a floor
+that lets a single reference tolerate its own texture. A query is registered to the model pose
+(`VariationModel.inspect`), compared pixel by pixel in units of that spread, and the deviation
+map is brought back to the query's pixels.
+
+Everything runs on a `grid` x `grid` model grid (default 128: images are block-averaged to it),
+which keeps a part within a few milliseconds; maps come back at the query's resolution.
+
+Missing and extra material: the references' foregrounds give where the model has material;
+where the model has material and the aligned query has none (a missing tooth, a hole through
+the part) or the reverse (a stray blob on the table), a deviation is reported in `missing` /
+`extra` besides the signed `below` / `above` maps. Both kinds raise the deviation map, so
+neither can hide in a feature memory's look-alike patches.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from .registration import (Registration, RegistrationConfig, RegistrationTemplate, to_work_grid,
+                           work_grid, as_hwc, foreground_mask, is_texture, make_template,
+                           register)
+
+__all__ = ["VariationConfig", "VariationModel", "Deviation", "Inspection", "image_score"]
+
+
+@dataclass(frozen=True)
+class VariationConfig:
+    """grid: side of the model grid (px). align: register references and queries to the
+    model pose (False: compare in place, the unaligned baseline).
+    edge_px: misregistration tolerated on edges (px of the model grid).
+    noise_k: weight of the references' fine-scale noise level in the spread.
+    local_k: weight of the local texture floor (RMS of the fine residual over 5x5 px).
+    band_k: weight of the MAD spread across references.
+    combine: 'rms' or 'max' over channels.
+    material_band: deviation (spread units) above which missing / extra material is reported.
+    roi_margin: the deviation counts within this many model-grid px of the model's material
+        (and wherever the query has material); -1 counts everywhere.
+    texture_check: refuse to align a stream whose references look like a texture.
+    """
+
+    grid: int = 128
+    align: bool = True
+    edge_px: float = 1.0
+    noise_k: float = 2.0
+    local_k: float = 1.0
+    band_k: float = 1.0
+    combine: str = "rms"
+    material_band: float = 3.0
+    roi_margin: int = 4
+    texture_check: bool = True
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+
+
+@dataclass
+class Deviation:
+    """Deviation of an aligned image from the model, on the model grid (g, g) float32 unless
+    said otherwise; 0 where the query does not cover the model grid.
+
+    total: combined |x - mean| / spread over channels.
+    below, above: the largest per-channel deviation below / above the band (>= 0).
+    missing: (g, g) bool, model has material, aligned query has none, total > band.
+    extra: (g, g) bool, query has material where the model has none, total > band.
+    """
+
+    total: np.ndarray
+    below: np.ndarray
+    above: np.ndarray
+    missing: np.ndarray
+    extra: np.ndarray
+
+
+@dataclass
+class Inspection:
+    """Result of `VariationModel.inspect` for one query image.
+
+    map: (H, W) float32 deviation in spread units on the QUERY's pixels (None on fallback).
+    missing, extra: (H, W) bool on the query's pixels (None on fallback).
+    registration: query -> model pose (identity when not aligned).
+    aligned: whether the comparison used a registration.
+    fallback: True when the caller should use its unaligned scoring instead (texture stream,
+        failed registration); `reason` says why.
+    deviation: the model-grid `Deviation` (None on fallback).
+    """
+
+    map: Optional[np.ndarray]
+    missing: Optional[np.ndarray]
+    extra: Optional[np.ndarray]
+    registration: Registration
+    aligned: bool
+    fallback: bool = False
+    reason: str = ""
+    deviation: Optional[Deviation] = None
+
+
+def _grid_matrix(reg_matrix: np.ndarray, query_shape, model_shape, g: int) -> np.ndarray:
+    """A full-resolution query -> model matrix expressed on the two (g, g) grids."""
+    _, kq = work_grid(query_shape, g)
+    _, km = work_grid(model_shape, g)
+    return km @ reg_matrix @ np.linalg.inv(kq)
+
+
+def _warp_stack(a: np.ndarray, m_out_to_in: np.ndarray, g: int, order: int = 1,
+                cval: float = np.nan) -> np.ndarray:
+    """(g, g, C) -> (g, g, C) resampled at M (u, v, 1); outside -> cval."""
+    lin = m_out_to_in[:2, :2][::-1, ::-1]
+    off = m_out_to_in[:2, 2][::-1]
+    return np.stack([ndimage.affine_transform(a[..., c], lin, offset=off, output_shape=(g, g),
+                                              order=order, cval=cval, prefilter=False)
+                     for c in range(a.shape[-1])], -1)
+
+
+@lru_cache(maxsize=8)
+def _upsample_matrices(g: int, h: int, w: int):
+    """Bilinear interpolation matrices (h, g) and (w, g) from the (g, g) model grid to (h, w),
+    pixel areas aligned (the inverse of `to_work_grid`), and the nearest-pixel indices."""
+    f, _ = work_grid((h, w), g)
+
+    def mat(n):
+        x = np.clip((np.arange(n) + 0.5) / f - 0.5, 0, g - 1)
+        i0 = np.minimum(np.floor(x).astype(int), g - 2)
+        t = x - i0
+        m = np.zeros((n, g), np.float32)
+        m[np.arange(n), i0] = 1 - t
+        m[np.arange(n), i0 + 1] += t
+        return m, np.clip(np.round(x).astype(int), 0, g - 1)
+
+    (mr, ir), (mc, ic) = mat(h), mat(w)
+    return mr, mc, ir, ic
+
+
+def _from_grid(x: np.ndarray, shape) -> np.ndarray:
+    """(g, g) model-grid map -> (H, W) float32, bilinear (two small matrix products)."""
+    mr, mc, _, _ = _upsample_matrices(x.shape[0], *shape)
+    return (mr @ x.astype(np.float32) @ mc.T).astype(np.float32)
+
+
+def _from_grid_nearest(x: np.ndarray, shape) -> np.ndarray:
+    """(g, g) model-grid map -> (H, W), nearest pixel (for masks)."""
+    _, _, ir, ic = _upsample_matrices(x.shape[0], *shape)
+    return x[np.ix_(ir, ic)]
+
+
+def _grid_image(image, g: int) -> np.ndarray:
+    """Image -> (g, g, C) float32 on the model grid; non-finite pixels stay NaN."""
+    a = as_hwc(image)
+    return np.stack([to_work_grid(a[..., c], g) for c in range(a.shape[-1])], -1)
+
+
+def _local_texture(x: np.ndarray) -> np.ndarray:
+    """(g, g) -> (g, g) local RMS (5x5 px) of the fine residual x - blur(x): the texture a
+    single reference shows at each pixel, without the smooth edges of the part's outline
+    (those are the edge tolerance's business)."""
+    x = np.nan_to_num(x)
+    r = x - ndimage.gaussian_filter(x, 1.0)
+    return np.sqrt(ndimage.uniform_filter(r * r, 5))
+
+
+def _fine_noise(x: np.ndarray) -> float:
+    """Robust level of a channel's fine-scale variation: 1.4826 MAD of x - blur(x)."""
+    f = np.isfinite(x)
+    if f.sum() < 16:
+        return 0.0
+    r = (x - ndimage.gaussian_filter(np.where(f, x, np.nanmedian(x)), 1.0))[f]
+    return float(1.4826 * np.median(np.abs(r - np.median(r))))
+
+
+def image_score(deviation_map: np.ndarray, sigma: float = 2.0) -> float:
+    """Image-level score of a deviation map (H, W): the maximum after a Gaussian blur of
+    `sigma` px, so one noisy pixel does not decide."""
+    m = np.nan_to_num(np.asarray(deviation_map, np.float32))
+    return float(ndimage.gaussian_filter(m, sigma).max()) if m.size else 0.0
+
+
+class VariationModel:
+    """Per-pixel mean and spread of aligned known-good parts of one modality.
+
+    Build with `VariationModel.teach(...)`; then `inspect(query)` per part. Attributes:
+    mean, spread: (g, g, C) float32 on the model grid; material: (g, g) bool where most
+    references have material; template: the model pose's `RegistrationTemplate` (None when
+    not aligned); ref_registrations: each reference -> model pose; medoid: index of the
+    reference that fixes the model pose; kind: 'object' or 'texture'; alignable: whether
+    queries are registered; reason: why not, when not; texture_score, ref_quality (median
+    quality of the references' registrations to the model pose)."""
+
+    def __init__(self, mean, spread, material, template, ref_registrations, medoid, kind,
+                 alignable, reason, texture_score, ref_quality, shape, config):
+        self.mean: np.ndarray = mean
+        self.spread: np.ndarray = spread
+        self.material: np.ndarray = material
+        self.template: Optional[RegistrationTemplate] = template
+        self.ref_registrations: List[Registration] = ref_registrations
+        self.medoid: int = medoid
+        self.kind: str = kind
+        self.alignable: bool = alignable
+        self.reason: str = reason
+        self.texture_score: float = texture_score
+        self.ref_quality: float = ref_quality
+        self.shape: Tuple[int, int] = shape
+        self.config: VariationConfig = config
+        k = config.roi_margin
+        if k < 0 or not material.any():
+            self.roi = np.ones(material.shape, bool)
+        else:
+            self.roi = ndimage.binary_dilation(material, iterations=k) if k > 0 else material
+
+    # -----------------------------------------------------------------------------------------
+    @classmethod
+    def teach(cls, references: Sequence, masks: Optional[Sequence[np.ndarray]] = None,
+              signals: Optional[Sequence] = None,
+              registrations: Optional[Sequence[Registration]] = None,
+              medoid: Optional[int] = None,
+              config: Optional[VariationConfig] = None) -> "VariationModel":
+        """Build the model from 1-8 (or more) references of one modality.
+
+        references: images (H, W[, C]) numpy or (C, H, W) torch, all the same size.
+        masks: their (H, W) bool foregrounds (estimated from the images when None).
+        signals: images to register on instead of the references themselves (e.g. the RGB
+            image when teaching the sensor modality of a pixel-registered frame).
+        registrations: reference -> model pose registrations to reuse (e.g. the RGB model's
+            `ref_registrations` for the other modalities of registered frames); skips the
+            registration of the references, and `medoid` must then be given.
+        """
+        cfg = config or VariationConfig()
+        n = len(references)
+        if n == 0:
+            raise ValueError("teach needs at least one reference")
+        g = cfg.grid
+        imgs = [as_hwc(r) for r in references]
+        shape = imgs[0].shape[:2]
+        if any(i.shape[:2] != shape for i in imgs):
+            raise ValueError("references must share one image size")
+        sig = list(signals) if signals is not None else imgs
+        if masks is None:
+            masks = [foreground_mask(s) for s in sig]
+        masks = [np.asarray(m, bool) for m in masks]
+        tex, tscore = (is_texture(sig) if cfg.texture_check else (False, float("nan")))
+        kind = "texture" if tex else "object"
+        alignable, reason = cfg.align and not tex, ""
+        if tex:
+            reason = f"texture (self-similarity {tscore:.2f}): unaligned scoring"
+        elif not cfg.align:
+            reason = "alignment disabled"
+
+        template, regs, ref_q = None, [Registration.identity(shape, ok=True)] * n, float("nan")
+        if registrations is not None:
+            if medoid is None or len(registrations) != n:
+                raise ValueError("registrations need one entry per reference and the medoid")
+            regs, med = list(registrations), int(medoid)
+            template = make_template(sig[med], masks[med], cfg.registration)
+        elif alignable:
+            templates = [make_template(s, m, cfg.registration) for s, m in zip(sig, masks)]
+            if medoid is None and n > 2:
+                # medoid: the reference the others register to best
+                q = np.full((n, n), np.nan)
+                for i in range(n):
+                    for j in range(n):
+                        if i != j:
+                            q[i, j] = register(sig[i], templates[j], masks[i]).quality
+                med = int(np.nanargmax(np.nanmean(q, axis=0)))
+            else:
+                med = int(medoid or 0)
+            template = templates[med]
+            regs = [Registration.identity(shape, quality=1.0, ok=True) if i == med else
+                    register(sig[i], template, masks[i]) for i in range(n)]
+            if n > 1:
+                ref_q = float(np.median([r.quality for i, r in enumerate(regs) if i != med]))
+        else:
+            med = 0
+
+        small = [_grid_image(i, g) for i in imgs]
+        stack, mstack = [], []
+        for i in range(n):
+            mg = _grid_matrix(regs[i].matrix, shape, shape, g)
+            inv = np.linalg.inv(mg)
+            stack.append(_warp_stack(small[i], inv, g))
+            mstack.append(_warp_stack(to_work_grid(masks[i].astype(np.float32), g)[..., None],
+                                      inv, g, cval=0.0)[..., 0] > 0.5)
+        A = np.stack(stack)  # (n, g, g, C)
+        with warnings.catch_warnings():  # pixels no reference covers stay NaN
+            warnings.simplefilter("ignore", category=RuntimeWarning)
+            mean = np.nanmedian(A, 0) if n >= 3 else np.nanmean(A, 0)
+            band = (1.4826 * np.nanmedian(np.abs(A - mean[None]), 0) if n >= 2
+                    else np.zeros_like(mean))
+        band = np.nan_to_num(band)
+        C = A.shape[-1]
+        spread = np.empty_like(mean)
+        for c in range(C):
+            m = mean[..., c]
+            noise = float(np.median([_fine_noise(s[..., c]) for s in small]))
+            gy, gx = np.gradient(np.nan_to_num(m))
+            edge = np.hypot(gx, gy) * cfg.edge_px
+            fin = m[np.isfinite(m)]
+            span = float(np.percentile(fin, 99) - np.percentile(fin, 1)) if fin.size else 1.0
+            floor = max(1e-3 * span, 1e-6)
+            spread[..., c] = np.sqrt((cfg.band_k * band[..., c]) ** 2
+                                     + (cfg.noise_k * noise) ** 2 + edge ** 2
+                                     + (cfg.local_k * _local_texture(m)) ** 2 + floor ** 2)
+        material = np.mean(mstack, 0) >= 0.5
+        return cls(mean.astype(np.float32), spread.astype(np.float32), material, template,
+                   regs, med, kind, alignable, reason, tscore, ref_q, tuple(shape), cfg)
+
+    # -----------------------------------------------------------------------------------------
+    def deviation(self, aligned: np.ndarray, material: Optional[np.ndarray] = None
+                  ) -> Deviation:
+        """Deviation of an image already on the model grid and pose.
+
+        aligned: (g, g, C) float32 (NaN where not covered); material: (g, g) bool where the
+        aligned query has material (None: missing / extra are not computed, all False)."""
+        a = np.asarray(aligned, np.float32)
+        if a.ndim == 2:
+            a = a[..., None]
+        if a.shape != self.mean.shape:
+            raise ValueError(f"aligned image {a.shape} does not match the model {self.mean.shape}")
+        z = (a - self.mean) / self.spread
+        z = np.where(np.isfinite(z), z, 0.0)
+        if self.config.combine == "max":
+            total = np.abs(z).max(-1)
+        else:
+            total = np.sqrt((z * z).mean(-1))
+        below = np.maximum(-z, 0.0).max(-1)
+        above = np.maximum(z, 0.0).max(-1)
+        # only on and around the part: the model's material grown by roi_margin px, plus
+        # whatever material the query brings (a stray blob anywhere is still seen)
+        roi = self.roi if material is None else self.roi | np.asarray(material, bool)
+        total, below, above = total * roi, below * roi, above * roi
+        hot = total > self.config.material_band
+        if material is None:
+            missing = extra = np.zeros(total.shape, bool)
+        else:
+            qm = np.asarray(material, bool)
+            missing = self.material & ~qm & hot
+            extra = qm & ~self.material & hot
+        return Deviation(total.astype(np.float32), below.astype(np.float32),
+                         above.astype(np.float32), missing, extra)
+
+    def register(self, signal, mask: Optional[np.ndarray] = None) -> Registration:
+        """Registration of a query (the same kind of image the model was taught on, or the
+        signal it registers on) to the model pose."""
+        if self.template is None:
+            raise RuntimeError(f"this model does not register ({self.reason})")
+        return register(signal, self.template, mask)
+
+    def registration_to_reference(self, query_to_model: Registration, i: int) -> Registration:
+        """Query -> reference i, composed from query -> model pose and the cached reference i
+        -> model pose (no further image work)."""
+        r = self.ref_registrations[i]
+        m = np.linalg.inv(r.matrix) @ query_to_model.matrix
+        return Registration(m, query_to_model.angle_deg - r.angle_deg,
+                            query_to_model.scale / r.scale, (m[0, 2], m[1, 2]),
+                            min(query_to_model.quality, r.quality),
+                            query_to_model.ok and r.ok, r.query_shape,
+                            query_to_model.query_shape)
+
+    def inspect(self, image, mask: Optional[np.ndarray] = None, signal=None,
+                registration: Optional[Registration] = None) -> Inspection:
+        """Compare one query part with the model; the map comes back on the query's pixels.
+
+        image: the query modality image (H, W[, C]) numpy or (C, H, W) torch.
+        mask: its (H, W) bool foreground (estimated when None and needed).
+        signal: image to register on instead (see `teach`); registration: a query -> model
+        registration to reuse (e.g. from the RGB modality of a registered frame).
+        On a texture stream or a failed registration `fallback` is True and no map is made."""
+        a = as_hwc(image)
+        qshape = a.shape[:2]
+        g = self.config.grid
+        if registration is None:
+            if self.alignable:
+                if mask is None:
+                    mask = foreground_mask(signal if signal is not None else a)
+                registration = self.register(signal if signal is not None else a, mask)
+            else:
+                registration = Registration(np.eye(3), 0.0, 1.0, (0.0, 0.0), float("nan"), True,
+                                            self.shape, qshape)
+        if self.kind == "texture" and self.config.texture_check:
+            return Inspection(None, None, None, registration, False, True, self.reason)
+        if self.alignable and not registration.ok:
+            return Inspection(None, None, None, registration, False, True,
+                              f"registration quality {registration.quality:.2f} below "
+                              f"{self.config.registration.min_quality:.2f}")
+        mg = _grid_matrix(registration.matrix, qshape, self.shape, g)
+        aligned = _warp_stack(_grid_image(a, g), np.linalg.inv(mg), g)
+        if mask is None:
+            mask = foreground_mask(signal if signal is not None else a)
+        qm = _warp_stack(to_work_grid(np.asarray(mask, np.float32), g)[..., None],
+                         np.linalg.inv(mg), g, cval=0.0)[..., 0] > 0.5
+        dev = self.deviation(aligned, qm)
+        # back to the query's grid, then its full resolution
+        back = _warp_stack(dev.total[..., None], mg, g, cval=0.0)[..., 0]
+        code = (dev.missing + 2 * dev.extra.astype(np.float32))[..., None]
+        code = np.round(_warp_stack(code, mg, g, order=0, cval=0.0)[..., 0]).astype(np.int8)
+        code = _from_grid_nearest(code, qshape)
+        return Inspection(_from_grid(back, qshape), (code & 1) > 0, (code & 2) > 0,
+                          registration, self.alignable, False, self.reason, dev)
