@@ -8,16 +8,21 @@ returned is numpy.
 Image registration (`register`) is a Fourier-Mellin phase correlation written here on numpy's
 FFT (no installed library offers it without OpenCV or scikit-image):
 
-1. each image is reduced to one signal (channels robustly standardised and averaged), its
-   background level removed and weighted by a soft foreground mask, so the part and not the
-   table or the vignette drives the match;
+1. each image is reduced to one signal on a 128 x 128 working grid (channels robustly
+   standardised and averaged), its background level removed and weighted by a soft
+   foreground mask, so the part and not the table or the vignette drives the match;
 2. rotation and scale: the magnitude spectrum of the windowed signal, centred on the part's
    foreground centroid, is translation invariant; in log-polar coordinates a rotation and a
-   scale become a shift, found by phase correlation. The magnitude spectrum is point
-   symmetric, so the angle is known modulo 180 degrees: both candidates are tried;
-3. translation: phase correlation of the rotated query with the reference, then a refinement
-   of the angle by a parabola through the normalised cross-correlation (NCC) of three angles;
-4. quality: NCC of the aligned pair inside the foreground, with `ok = quality >= min_quality`.
+   scale become a shift, found by phase correlation (the `n_peaks` best peaks are kept). The
+   magnitude spectrum is point symmetric, so each angle is known modulo 180 degrees: both
+   candidates are tried;
+3. translation: the centroids are matched, then phase correlation of the turned query with
+   the reference gives the residual shift (the best one near the centroids and the best one
+   anywhere); the candidate whose aligned signal has the highest normalised cross-correlation
+   (NCC) wins (the shifted signal comes from the Fourier shift theorem, not a second warp);
+   an optional refinement fits a parabola through the NCC of three angles;
+4. quality: NCC of the aligned pair inside the reference's foreground, with
+   `ok = quality >= min_quality`.
 
 Reflections are never searched, so a mirrored part is aligned as well as a rotation allows and
 its residual shows as a defect.
@@ -63,7 +68,17 @@ class RegistrationConfig:
     max_shift: largest residual shift searched once the foreground centroids are matched, as
         a fraction of the image side (parts of one type differ in length: an unbounded search
         slides a cylinder along its axis).
+    n_peaks: rotation / scale peaks of the log-polar correlation tried (x2 for 180 degrees);
+        with more than two candidates, or `select_by_ncc`, the NCC of the aligned pair picks.
     min_quality: NCC below which the registration is flagged as failed (`ok=False`).
+
+    whiten, max_shift, n_peaks and allow_scale were chosen on the auxiliary split's objects
+    (bottle, bracket, hex nut: pairs of different parts registered against the generator's
+    poses). Quality there: the same part turned > 0.95; different parts of one type 0.30-0.96
+    (median 0.65, 10 % below 0.49); parts of different types 0.31-0.70 (median 0.44); noise
+    < 0.3. `min_quality` = 0.3 keeps every good part of a type and flags a failed turn, an
+    empty or garbled view; it does not tell a part of a wrong type (that is the variation
+    model's and the feature memory's business).
     """
 
     work_size: int = 128
@@ -76,7 +91,7 @@ class RegistrationConfig:
     max_shift: float = 0.03
     n_peaks: int = 3
     select_by_ncc: bool = False
-    min_quality: float = 0.5
+    min_quality: float = 0.3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,15 +191,16 @@ def foreground_mask(image, border: int = 6, threshold: float = 6.0,
         bx, y = basis[sel], xs.ravel()[sel]
         keep = np.ones(y.size, bool)
         for _ in range(2):  # robust refit: drop border pixels that belong to the part
-            b = bx[keep]  # normal equations: 6 unknowns, much cheaper than lstsq here
-            coef = np.linalg.solve(b.T @ b + 1e-6 * np.eye(6), b.T @ y[keep])
-            res = y - bx @ coef
+            b = bx[keep]  # normal equations (einsum: no BLAS threads for 6 unknowns)
+            coef = np.linalg.solve(np.einsum("ni,nj->ij", b, b) + 1e-6 * np.eye(6),
+                                   np.einsum("ni,n->i", b, y[keep]))
+            res = y - np.einsum("ni,i->n", bx, coef)
             mad = 1.4826 * float(np.median(np.abs(res[keep]))) + 1e-12
             keep = np.abs(res) < 4 * mad
         lo, hi = np.percentile(xs[fin][::4], [1, 99])
         span = float(hi - lo)
         noise = max(mad, 1e-3 * span, 1e-12)
-        d = np.abs(xs - (basis @ coef).reshape(h, w)) / noise
+        d = np.abs(xs - np.einsum("ni,i->n", basis, coef).reshape(h, w)) / noise
         dev = np.maximum(dev, np.where(fin, d, 0.0))
     fg = ndimage.binary_opening(dev > threshold)
     lab, n = ndimage.label(fg)
@@ -511,9 +527,10 @@ def _freqs(n: int):
 
 def _fourier_shift(fm: np.ndarray, du: float, dv: float, n: int) -> np.ndarray:
     """The (n, n) image of rfft2 spectrum `fm` moved by (du, dv) px (circularly, subpixel):
-    one inverse FFT instead of a second resampling."""
+    one inverse FFT instead of a second resampling (the phase ramp is separable)."""
     fv, fu = _freqs(n)
-    return np.fft.irfft2(fm * np.exp(-2j * np.pi * (fu * du + fv * dv)), s=(n, n))
+    return np.fft.irfft2(fm * np.exp(-2j * np.pi * fv * dv) * np.exp(-2j * np.pi * fu * du),
+                         s=(n, n))
 
 
 def register(query, template: RegistrationTemplate, mask: Optional[np.ndarray] = None
@@ -553,13 +570,11 @@ def register(query, template: RegistrationTemplate, mask: Optional[np.ndarray] =
         region[np.ix_(np.arange(ia - 3, ia + 4) % r.shape[0],
                       np.arange(ir - 3, ir + 4) % r.shape[1])] = False
 
-    def place(angle, s_w):
-        """Similarity about the centroids, then the phase-correlation shift: the best one
-        near the matched centroids and the best one anywhere (when the centroids mislead).
-        Returns [(correlation peak, approximate NCC, matrix)]: the NCC of the turned signal
-        shifted by whole pixels, without a second resampling."""
-        m = similarity_matrix(angle, s_w, q.centroid, ref.centroid)
-        moved = _warp(q.work, np.linalg.inv(m), (n, n), 1, 0.0)
+    def place(moved, m):
+        """Phase-correlation shift of a turned signal: the best one near the matched
+        centroids and the best one anywhere (when the centroids mislead). Returns
+        [(correlation peak, NCC, matrix)]; the NCC is taken on the signal shifted in the
+        Fourier domain, without a second resampling."""
         out = []
         shifts, fm = _translations(moved, template.work_fft, cfg.whiten,
                                    (cfg.max_shift * n, n / 2))
@@ -568,13 +583,24 @@ def register(query, template: RegistrationTemplate, mask: Optional[np.ndarray] =
             out.append((peak, score, similarity_matrix(0.0, 1.0, (0, 0), (du, dv)) @ m))
         return out
 
+    def turned(angle, s_w):
+        """The query turned by angle and by angle + 180 about the matched centroids: the
+        second from the first by a flip and a Fourier shift (a turn by 180 degrees about c
+        is p -> 2c - p), so one resampling serves both."""
+        m = similarity_matrix(angle, s_w, q.centroid, ref.centroid)
+        moved = _warp(q.work, np.linalg.inv(m), (n, n), 1, 0.0)
+        d = 2 * ref.centroid - (n - 1)
+        flipped = _fourier_shift(np.fft.rfft2(moved[::-1, ::-1]), d[0], d[1], n)
+        m180 = similarity_matrix(180.0, 1.0, ref.centroid, ref.centroid) @ m
+        return [(moved, m, angle), (flipped, m180, angle + 180.0)]
+
     def ncc(m):
         return _ncc(_warp(q.work, np.linalg.inv(m), (n, n), 1, np.nan), ref.work,
                     template.ncc_mask)
 
     # the magnitude spectrum cannot tell a turn by 180 degrees apart: try both
-    cands = [c + (a + turn, s_w) for a, s_w in peaks for turn in (0, 180.0)
-             for c in place(a + turn, s_w)]
+    cands = [c + (a, s_w) for a0, s_w in peaks for moved, m, a in turned(a0, s_w)
+             for c in place(moved, m)]
     if cfg.select_by_ncc or len(cands) > 4:  # the best aligned pair decides
         _, _, m_w, angle, s_w = max(cands, key=lambda c: -2.0 if np.isnan(c[1]) else c[1])
     else:  # one spectrum peak: the better shift near the centroids decides
@@ -592,7 +618,8 @@ def register(query, template: RegistrationTemplate, mask: Optional[np.ndarray] =
         den = qm - 2 * quality + qp
         if np.isfinite(den) and den < 0:
             delta = float(np.clip(0.5 * (qm - qp) / den, -1.0, 1.0)) * d
-            _, _, m2 = place(angle + delta, s_w)[0]
+            moved, m2, _ = turned(angle + delta, s_w)[0]
+            _, _, m2 = place(moved, m2)[0]
             q2 = ncc(m2)
             if q2 >= quality:
                 quality, m_w, angle = q2, m2, angle + delta

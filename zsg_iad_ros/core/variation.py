@@ -51,10 +51,15 @@ class VariationConfig:
     local_k: weight of the local texture floor (RMS of the fine residual over 5x5 px).
     band_k: weight of the MAD spread across references.
     combine: 'rms' or 'max' over channels.
+    tolerance_px: positional tolerance of the band (model-grid px; min / max filter).
+    envelope: the band holds every aligned reference's value besides the mean.
+    loo_k: weight of the leave-one-out excess in the spread (2+ references; see
+        `_loo_excess`).
     material_band: deviation (spread units) above which missing / extra material is reported.
     roi_margin: the deviation counts within this many model-grid px of the model's material
         (and wherever the query has material); -1 counts everywhere.
-    texture_check: refuse to align a stream whose references look like a texture.
+    texture_check: test the references for a texture when `teach` is not told the kind (a
+        texture stream falls back to unaligned scoring: `inspect` returns no map).
     """
 
     grid: int = 128
@@ -65,6 +70,9 @@ class VariationConfig:
     band_k: float = 1.0
     combine: str = "rms"
     material_band: float = 3.0
+    tolerance_px: int = 1
+    loo_k: float = 1.0
+    envelope: bool = True
     roi_margin: int = 4
     texture_check: bool = True
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
@@ -129,33 +137,32 @@ def _warp_stack(a: np.ndarray, m_out_to_in: np.ndarray, g: int, order: int = 1,
 
 
 @lru_cache(maxsize=8)
-def _upsample_matrices(g: int, h: int, w: int):
-    """Bilinear interpolation matrices (h, g) and (w, g) from the (g, g) model grid to (h, w),
-    pixel areas aligned (the inverse of `to_work_grid`), and the nearest-pixel indices."""
+def _upsample_axes(g: int, h: int, w: int):
+    """Per output axis of (h, w): lower source index, weight of the upper one, and the
+    nearest index, on the (g, g) model grid (pixel areas aligned, inverse of
+    `to_work_grid`)."""
     f, _ = work_grid((h, w), g)
 
-    def mat(n):
+    def axis(n):
         x = np.clip((np.arange(n) + 0.5) / f - 0.5, 0, g - 1)
-        i0 = np.minimum(np.floor(x).astype(int), g - 2)
-        t = x - i0
-        m = np.zeros((n, g), np.float32)
-        m[np.arange(n), i0] = 1 - t
-        m[np.arange(n), i0 + 1] += t
-        return m, np.clip(np.round(x).astype(int), 0, g - 1)
+        i0 = np.minimum(np.floor(x).astype(np.intp), g - 2)
+        return i0, (x - i0).astype(np.float32), np.clip(np.round(x).astype(np.intp), 0, g - 1)
 
-    (mr, ir), (mc, ic) = mat(h), mat(w)
-    return mr, mc, ir, ic
+    return axis(h), axis(w)
 
 
 def _from_grid(x: np.ndarray, shape) -> np.ndarray:
-    """(g, g) model-grid map -> (H, W) float32, bilinear (two small matrix products)."""
-    mr, mc, _, _ = _upsample_matrices(x.shape[0], *shape)
-    return (mr @ x.astype(np.float32) @ mc.T).astype(np.float32)
+    """(g, g) model-grid map -> (H, W) float32, bilinear: two gathers along the axes (no
+    matrix product: BLAS threads cost more than they save on a busy 2-core CPU)."""
+    (r0, tr, _), (c0, tc, _) = _upsample_axes(x.shape[0], *shape)
+    x = x.astype(np.float32, copy=False)
+    rows = x[r0] * (1 - tr[:, None]) + x[r0 + 1] * tr[:, None]
+    return rows[:, c0] * (1 - tc[None, :]) + rows[:, c0 + 1] * tc[None, :]
 
 
 def _from_grid_nearest(x: np.ndarray, shape) -> np.ndarray:
     """(g, g) model-grid map -> (H, W), nearest pixel (for masks)."""
-    _, _, ir, ic = _upsample_matrices(x.shape[0], *shape)
+    (_, _, ir), (_, _, ic) = _upsample_axes(x.shape[0], *shape)
     return x[np.ix_(ir, ic)]
 
 
@@ -171,7 +178,7 @@ def _local_texture(x: np.ndarray) -> np.ndarray:
     (those are the edge tolerance's business)."""
     x = np.nan_to_num(x)
     r = x - ndimage.gaussian_filter(x, 1.0)
-    return np.sqrt(ndimage.uniform_filter(r * r, 5))
+    return np.sqrt(np.maximum(ndimage.uniform_filter(r * r, 5), 0.0))
 
 
 def _fine_noise(x: np.ndarray) -> float:
@@ -181,6 +188,53 @@ def _fine_noise(x: np.ndarray) -> float:
         return 0.0
     r = (x - ndimage.gaussian_filter(np.where(f, x, np.nanmedian(x)), 1.0))[f]
     return float(1.4826 * np.median(np.abs(r - np.median(r))))
+
+
+def _tolerance_band(stack: np.ndarray, mean: np.ndarray, cfg: "VariationConfig"):
+    """Lower and upper bounds (g, g, C) float32 of the normal band before the spread.
+
+    The band holds the mean and, with `envelope`, every aligned reference's value (a tooth
+    of one good gear and a gap of another are both normal where they disagree); then it is
+    widened to the extremes within `tolerance_px` (a min / max filter: a part may sit that far
+    off the model pose, as in variation models with a positional tolerance). Pixels no
+    reference covers get an empty band at the mean."""
+    lo, hi = mean.copy(), mean.copy()
+    if cfg.envelope:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=RuntimeWarning)
+            lo = np.fmin(lo, np.nanmin(stack, 0))
+            hi = np.fmax(hi, np.nanmax(stack, 0))
+    r = int(cfg.tolerance_px)
+    if r > 0:
+        size = (2 * r + 1, 2 * r + 1, 1)
+        lo = ndimage.minimum_filter(np.where(np.isfinite(lo), lo, np.inf), size=size)
+        hi = ndimage.maximum_filter(np.where(np.isfinite(hi), hi, -np.inf), size=size)
+        lo = np.where(np.isfinite(lo), lo, mean)
+        hi = np.where(np.isfinite(hi), hi, mean)
+    return lo.astype(np.float32), hi.astype(np.float32)
+
+
+def _loo_excess(stack: np.ndarray, cfg: "VariationConfig") -> np.ndarray:
+    """How far a new good part falls outside the band of the others: (g, g, C) float32.
+
+    Each reference in turn is left out, the band is built from the rest, and its distance
+    outside that band is taken; the RMS over references, spread over 2 px (a max filter, then
+    a light blur), is the extra tolerance the few references cannot show by themselves (with
+    parts of one type that differ in detail, e.g. gears of other tooth counts)."""
+    n = stack.shape[0]
+    acc = np.zeros(stack.shape[1:], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        for i in range(n):
+            rest = np.delete(stack, i, axis=0)
+            mean = np.nanmedian(rest, 0) if n - 1 >= 3 else np.nanmean(rest, 0)
+            lo, hi = _tolerance_band(rest, np.nan_to_num(mean), cfg)
+            x = stack[i]
+            ex = np.maximum(np.maximum(x - hi, lo - x), 0.0)
+            acc += np.nan_to_num(ex) ** 2
+    r = np.sqrt(acc / n)
+    r = ndimage.maximum_filter(r, size=(5, 5, 1))
+    return ndimage.gaussian_filter(r, sigma=(1.0, 1.0, 0)).astype(np.float32)
 
 
 def image_score(deviation_map: np.ndarray, sigma: float = 2.0) -> float:
@@ -194,17 +248,20 @@ class VariationModel:
     """Per-pixel mean and spread of aligned known-good parts of one modality.
 
     Build with `VariationModel.teach(...)`; then `inspect(query)` per part. Attributes:
-    mean, spread: (g, g, C) float32 on the model grid; material: (g, g) bool where most
+    mean, spread: (g, g, C) float32 on the model grid; lower, upper: (g, g, C) float32 the
+    tolerance band (see `_tolerance_band`); material: (g, g) bool where most
     references have material; template: the model pose's `RegistrationTemplate` (None when
     not aligned); ref_registrations: each reference -> model pose; medoid: index of the
     reference that fixes the model pose; kind: 'object' or 'texture'; alignable: whether
     queries are registered; reason: why not, when not; texture_score, ref_quality (median
     quality of the references' registrations to the model pose)."""
 
-    def __init__(self, mean, spread, material, template, ref_registrations, medoid, kind,
-                 alignable, reason, texture_score, ref_quality, shape, config):
+    def __init__(self, mean, spread, lower, upper, material, template, ref_registrations,
+                 medoid, kind, alignable, reason, texture_score, ref_quality, shape, config):
         self.mean: np.ndarray = mean
         self.spread: np.ndarray = spread
+        self.lower: np.ndarray = lower
+        self.upper: np.ndarray = upper
         self.material: np.ndarray = material
         self.template: Optional[RegistrationTemplate] = template
         self.ref_registrations: List[Registration] = ref_registrations
@@ -227,7 +284,7 @@ class VariationModel:
     def teach(cls, references: Sequence, masks: Optional[Sequence[np.ndarray]] = None,
               signals: Optional[Sequence] = None,
               registrations: Optional[Sequence[Registration]] = None,
-              medoid: Optional[int] = None,
+              medoid: Optional[int] = None, kind: Optional[str] = None,
               config: Optional[VariationConfig] = None) -> "VariationModel":
         """Build the model from 1-8 (or more) references of one modality.
 
@@ -238,6 +295,8 @@ class VariationModel:
         registrations: reference -> model pose registrations to reuse (e.g. the RGB model's
             `ref_registrations` for the other modalities of registered frames); skips the
             registration of the references, and `medoid` must then be given.
+        kind: 'object' or 'texture' to impose the stream's kind (decided once per stream,
+            e.g. from its RGB references); None: `is_texture` on the signals decides.
         """
         cfg = config or VariationConfig()
         n = len(references)
@@ -252,7 +311,14 @@ class VariationModel:
         if masks is None:
             masks = [foreground_mask(s) for s in sig]
         masks = [np.asarray(m, bool) for m in masks]
-        tex, tscore = (is_texture(sig) if cfg.texture_check else (False, float("nan")))
+        if kind not in (None, "object", "texture"):
+            raise ValueError(f"kind must be 'object', 'texture' or None, got {kind!r}")
+        if kind is not None:
+            tex, tscore = kind == "texture", float("nan")
+        elif cfg.texture_check:
+            tex, tscore = is_texture(sig)
+        else:
+            tex, tscore = False, float("nan")
         kind = "texture" if tex else "object"
         alignable, reason = cfg.align and not tex, ""
         if tex:
@@ -314,9 +380,12 @@ class VariationModel:
             spread[..., c] = np.sqrt((cfg.band_k * band[..., c]) ** 2
                                      + (cfg.noise_k * noise) ** 2 + edge ** 2
                                      + (cfg.local_k * _local_texture(m)) ** 2 + floor ** 2)
+        if cfg.loo_k > 0 and n >= 2:
+            spread = np.sqrt(spread ** 2 + (cfg.loo_k * _loo_excess(A, cfg)) ** 2)
         material = np.mean(mstack, 0) >= 0.5
-        return cls(mean.astype(np.float32), spread.astype(np.float32), material, template,
-                   regs, med, kind, alignable, reason, tscore, ref_q, tuple(shape), cfg)
+        lo, hi = _tolerance_band(A, mean, cfg)
+        return cls(mean.astype(np.float32), spread.astype(np.float32), lo, hi, material,
+                   template, regs, med, kind, alignable, reason, tscore, ref_q, tuple(shape), cfg)
 
     # -----------------------------------------------------------------------------------------
     def deviation(self, aligned: np.ndarray, material: Optional[np.ndarray] = None
@@ -330,7 +399,8 @@ class VariationModel:
             a = a[..., None]
         if a.shape != self.mean.shape:
             raise ValueError(f"aligned image {a.shape} does not match the model {self.mean.shape}")
-        z = (a - self.mean) / self.spread
+        # signed distance outside the tolerance band, in spread units (0 inside)
+        z = (np.maximum(a - self.upper, 0.0) - np.maximum(self.lower - a, 0.0)) / self.spread
         z = np.where(np.isfinite(z), z, 0.0)
         if self.config.combine == "max":
             total = np.abs(z).max(-1)
@@ -390,23 +460,29 @@ class VariationModel:
             else:
                 registration = Registration(np.eye(3), 0.0, 1.0, (0.0, 0.0), float("nan"), True,
                                             self.shape, qshape)
-        if self.kind == "texture" and self.config.texture_check:
+        if self.kind == "texture":
             return Inspection(None, None, None, registration, False, True, self.reason)
         if self.alignable and not registration.ok:
             return Inspection(None, None, None, registration, False, True,
                               f"registration quality {registration.quality:.2f} below "
                               f"{self.config.registration.min_quality:.2f}")
         mg = _grid_matrix(registration.matrix, qshape, self.shape, g)
-        aligned = _warp_stack(_grid_image(a, g), np.linalg.inv(mg), g)
+        same = np.allclose(mg, np.eye(3), atol=1e-9)  # in place: no resampling at all
+
+        def to_model(x, order=1, cval=np.nan):
+            return x if same else _warp_stack(x, np.linalg.inv(mg), g, order, cval)
+
+        def to_query(x, order=1):
+            return x if same else _warp_stack(x, mg, g, order, 0.0)
+
+        aligned = to_model(_grid_image(a, g))
         if mask is None:
             mask = foreground_mask(signal if signal is not None else a)
-        qm = _warp_stack(to_work_grid(np.asarray(mask, np.float32), g)[..., None],
-                         np.linalg.inv(mg), g, cval=0.0)[..., 0] > 0.5
-        dev = self.deviation(aligned, qm)
+        qm = to_model(to_work_grid(np.asarray(mask, np.float32), g)[..., None], cval=0.0)
+        dev = self.deviation(aligned, qm[..., 0] > 0.5)
         # back to the query's grid, then its full resolution
-        back = _warp_stack(dev.total[..., None], mg, g, cval=0.0)[..., 0]
+        back = to_query(dev.total[..., None])[..., 0]
         code = (dev.missing + 2 * dev.extra.astype(np.float32))[..., None]
-        code = np.round(_warp_stack(code, mg, g, order=0, cval=0.0)[..., 0]).astype(np.int8)
-        code = _from_grid_nearest(code, qshape)
+        code = _from_grid_nearest(np.round(to_query(code, 0)[..., 0]).astype(np.int8), qshape)
         return Inspection(_from_grid(back, qshape), (code & 1) > 0, (code & 2) > 0,
                           registration, self.alignable, False, self.reason, dev)

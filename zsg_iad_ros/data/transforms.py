@@ -3,8 +3,8 @@
 `rotate_sample(sample, angle_deg)` turns a pixel-registered sample (RGB, sensor, organized
 cloud, masks) about the camera's principal point, which for a pinhole camera with fx == fy is
 exactly what the camera sees when the part turns about the optical axis: every 3D point keeps
-its depth and its (x, y) turn by the same angle. Corners that come from outside the view are
-filled by mirroring the border (the table continues), masks there are False.
+its depth and its (x, y) turn by the same angle. Corners that come from outside the view
+repeat the nearest border pixel (background; the cloud there is invalid, masks False).
 """
 from __future__ import annotations
 
@@ -44,23 +44,25 @@ def _resample(a: np.ndarray, angle_deg: float, centre, order: int, mode: str,
 def rotate_image(image: np.ndarray, angle_deg: float,
                  centre: Optional[Tuple[float, float]] = None, order: int = 1) -> np.ndarray:
     """(H, W[, C]) image turned by angle_deg about centre (default: the image centre); the
-    dtype is kept (uint8 is rounded)."""
+    dtype is kept (uint8 is rounded). Corners from outside the view repeat the nearest border
+    pixel (background, never a mirrored copy of the part; booleans: False)."""
     a = np.asarray(image)
     h, w = a.shape[:2]
     c = centre if centre is not None else ((w - 1) / 2, (h - 1) / 2)
-    out = _resample(a.astype(np.float32), angle_deg, c, order, "reflect")
+    if a.dtype == bool:
+        return _resample(a.astype(np.float32), angle_deg, c, order=0, mode="constant") > 0.5
+    out = _resample(a.astype(np.float32), angle_deg, c, order, "nearest")
     if a.dtype == np.uint8:
         return np.clip(np.round(out), 0, 255).astype(np.uint8)
-    if a.dtype == bool:
-        return out > 0.5
     return out.astype(a.dtype)
 
 
 def rotate_points(points: np.ndarray, angle_deg: float, centre: Tuple[float, float]
                   ) -> np.ndarray:
     """Organized (H, W, 3) cloud of a part turned about the optical axis: pixels move as
-    `rotate_image` (nearest), every point's (x, y) turns by the same angle, z is kept."""
-    p = _resample(np.asarray(points, np.float32), angle_deg, centre, 0, "reflect")
+    `rotate_image` (nearest), every point's (x, y) turns by the same angle, z is kept; pixels
+    from outside the view are invalid (NaN)."""
+    p = _resample(np.asarray(points, np.float32), angle_deg, centre, 0, "constant", np.nan)
     t = np.deg2rad(angle_deg)
     c, s = np.cos(t), np.sin(t)
     x, y = p[..., 0].copy(), p[..., 1].copy()
