@@ -375,7 +375,8 @@ def _subpixel_peak(r: np.ndarray, region: Optional[np.ndarray] = None
 def _cross_power(fa: np.ndarray, fb: np.ndarray, whiten: float) -> np.ndarray:
     """Normalised cross-power spectrum of two rfft2 spectra (a relative to b)."""
     x = fa * np.conj(fb)
-    return x / (np.abs(x) ** whiten + 1e-9 * float(np.abs(x).max() + 1e-30))
+    mag = np.abs(x) ** whiten
+    return x / (mag + max(1e-9 * float(mag.max()), 1e-20))
 
 
 def _ncc(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> float:
@@ -546,6 +547,10 @@ def register(query, template: RegistrationTemplate, mask: Optional[np.ndarray] =
     n = cfg.work_size
     fq, kq = work_grid(q.shape, n)
     fr, kr = work_grid(ref.shape, n)
+    if not (np.ptp(q.work) > 0 and np.ptp(ref.work) > 0):
+        # a blank image (e.g. a degenerate scan projection) has nothing to register on
+        return Registration(np.linalg.inv(kr) @ kq, 0.0, fr / fq, (0.0, 0.0), -1.0, False,
+                            tuple(ref.shape), tuple(q.shape))
 
     # rotation and scale: the shift between the log-polar spectra
     coords, step = _log_polar_coords(n, cfg.n_angles, cfg.n_radii)
