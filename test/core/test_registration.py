@@ -1,0 +1,149 @@
+"""Registration: rotation and shift recovered, quality, mirror, texture test, point clouds."""
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from zsg_iad_ros.core.registration import (RegistrationConfig, align_clouds, foreground_mask,
+                                           frame_foreground, is_texture, make_template,
+                                           region_centroid_3d, register, register_images,
+                                           rigid_from_registration, texture_score,
+                                           transform_points)
+from zsg_iad_ros.data.synthetic import generate_sample
+from zsg_iad_ros.data.transforms import rotate_sample
+
+C = 127.5  # centre of a 256 px image
+
+
+@pytest.fixture(scope="module")
+def bracket():
+    # an L-shaped part: no rotational symmetry, so the angle is unique
+    return generate_sample("bracket", "good", 5).frame.rgb
+
+
+def ndimage_turn(img, angle, shift):
+    """Independent of the code under test: scipy turns counter-clockwise on screen, i.e. by
+    -angle in the (u right, v down) convention of the registration; then shifts."""
+    out = [ndimage.shift(ndimage.rotate(img[..., c].astype(np.float32), angle, reshape=False,
+                                        order=1, mode="reflect"),
+                         (shift[1], shift[0]), order=1, mode="reflect") for c in range(3)]
+    return np.stack(out, -1)
+
+
+def where_scipy_puts(uv, angle, shift):
+    d = np.asarray(uv, float) - C
+    t = np.deg2rad(angle)
+    return C + np.stack([np.cos(t) * d[:, 0] + np.sin(t) * d[:, 1],
+                         -np.sin(t) * d[:, 0] + np.cos(t) * d[:, 1]], 1) + shift
+
+
+def test_recovers_random_rotation_and_shift(bracket):
+    tmpl = make_template(bracket)
+    rng = np.random.default_rng(7)
+    pts = np.array([[60.0, 80.0], [200.0, 150.0], [C, C]])
+    for angle in rng.uniform(0, 360, 6):
+        shift = rng.uniform(-8, 8, 2)
+        query = ndimage_turn(bracket, angle, shift)
+        reg = register(query, tmpl)
+        # query -> reference undoes scipy's turn: +angle in the registration's convention
+        err = (reg.angle_deg - angle + 180) % 360 - 180
+        assert abs(err) < 1.0, (angle, reg.angle_deg)
+        back = reg.map_uv(where_scipy_puts(pts, angle, shift))
+        assert np.abs(back - pts).max() < 1.0, (angle, shift, back)
+        assert abs(reg.scale - 1) < 0.01
+        assert reg.ok and reg.quality > 0.9
+
+
+def test_quality_high_for_same_part_low_for_unrelated(bracket):
+    tmpl = make_template(bracket)
+    same = register(ndimage_turn(bracket, 123.0, (4, -3)), tmpl)
+    other = register(generate_sample("capsule", "good", 3).frame.rgb, tmpl)
+    noise = np.random.default_rng(0).random((256, 256, 3)).astype(np.float32)
+    rand = register(noise, tmpl)
+    assert same.ok and same.quality > 0.9
+    assert other.quality < 0.5  # well below the same part turned
+    assert not rand.ok and rand.quality < 0.3  # a garbled view is flagged
+
+
+def test_mirrored_part_is_not_aligned_as_a_normal_one(bracket):
+    tmpl = make_template(bracket)
+    turned = register(ndimage_turn(bracket, 70.0, (0, 0)), tmpl)
+    mirrored = register(ndimage_turn(bracket[:, ::-1], 70.0, (0, 0)), tmpl)
+    # no rotation maps an L onto its mirror image: the residual stays, quality drops a lot
+    assert mirrored.quality < turned.quality - 0.2
+
+
+def test_scale_is_recovered_when_allowed(bracket):
+    z = 1.12
+    big = np.stack([ndimage.affine_transform(bracket[..., c].astype(np.float32),
+                                             np.eye(2) / z, offset=C - C / z, order=1,
+                                             mode="reflect") for c in range(3)], -1)
+    reg = register_images(big, bracket)
+    assert abs(reg.scale - 1 / z) < 0.02
+    fixed = register_images(big, bracket, config=RegistrationConfig(allow_scale=False))
+    assert fixed.scale == pytest.approx(1.0, abs=1e-6)
+
+
+def test_foreground_of_an_object_and_of_a_texture():
+    s = generate_sample("gear", "good", 2)
+    fg = foreground_mask(s.frame.rgb)
+    # the gear is about 45 % of the view and lies near the centre
+    assert 0.25 < fg.mean() < 0.7
+    v, u = np.nonzero(fg)
+    assert abs(u.mean() - C) < 30 and abs(v.mean() - C) < 30
+    assert not fg[:4].any() and not fg[:, :4].any()
+    fabric = generate_sample("woven_fabric", "good", 2).frame.rgb
+    assert foreground_mask(fabric).mean() < 0.05
+    both = frame_foreground(s.frame.rgb, points=s.frame.points)
+    assert (both & fg).sum() > 0.8 * fg.sum()
+
+
+def test_texture_detector_from_self_similarity():
+    for cat in ("woven_fabric", "cast_metal"):
+        refs = [generate_sample(cat, "good", i).frame.rgb for i in (1, 2)]
+        tex, score = is_texture(refs)
+        assert tex, (cat, score)
+    for cat in ("gear", "capsule"):
+        refs = [generate_sample(cat, "good", i).frame.rgb for i in (1, 2)]
+        tex, score = is_texture(refs)
+        assert not tex, (cat, score)
+    assert 0.0 <= texture_score(refs[0]) <= 1.0
+
+
+def test_region_centroid_follows_a_rotated_organized_cloud():
+    s = generate_sample("gear", "missing_part", 4)
+    angle = 137.0
+    r = rotate_sample(s, angle)
+    ref_fg = frame_foreground(s.frame.rgb)
+    reg = register(r.frame.rgb, make_template(s.frame.rgb, ref_fg),
+                   frame_foreground(r.frame.rgb))
+    assert reg.ok
+    region = s.gt_mask  # found on the reference / model grid
+    pts = s.frame.points[region]
+    c_ref = np.median(pts[np.isfinite(pts).all(1)], axis=0)
+    t = np.deg2rad(angle)
+    rz = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+    expected = rz @ c_ref  # the part turned about the optical axis
+    got = np.array(region_centroid_3d(region, reg, r.frame.points))
+    assert np.linalg.norm(got - expected) < 2e-3, (got, expected)
+    # without following the alignment the centroid lands elsewhere on the part
+    naive = np.array(region_centroid_3d(region, None, r.frame.points))
+    assert np.linalg.norm(naive - expected) > 1e-2
+    # the registration also gives the 3D transform of the organized clouds
+    rigid = rigid_from_registration(reg, r.frame.points, s.frame.points, mask=ref_fg)
+    assert rigid.fitness > 0.6
+    assert np.linalg.norm(transform_points(rigid.transform, expected) - c_ref) < 2e-3
+
+
+def test_unorganized_clouds_aligned_by_plane_axis_and_icp():
+    pts = generate_sample("bracket", "good", 6).frame.points.reshape(-1, 3)
+    ref = pts[np.isfinite(pts).all(1)]
+    t = np.deg2rad(71.0)
+    rot = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+    centre = np.median(ref, axis=0)
+    query = (ref - centre) @ rot.T + centre + np.array([0.004, -0.003, 0.001])
+    al = align_clouds(query, ref)
+    assert al.ok and al.fitness > 0.9
+    probe = centre + np.array([0.02, 0.01, -0.005])  # a region centroid in the reference
+    in_query = (probe - centre) @ rot.T + centre + np.array([0.004, -0.003, 0.001])
+    assert np.linalg.norm(transform_points(al.inverse_transform(), probe) - in_query) < 1.5e-3
+    assert np.linalg.norm(transform_points(al.transform, in_query) - probe) < 1.5e-3
