@@ -33,10 +33,10 @@ __all__ = ["ModelLoadError", "DetectorConfig", "Detector"]
 GROUNDING_WEIGHTS = WEIGHTS_DIR / "grounding.safetensors"
 
 #: Feature extractor per modality for backbone='auto', chosen by measurement on the development
-#: data (table in docs/DETECTOR.md).
+#: data (table in docs/DETECTOR.md, "Features per modality").
+MODALITY_BACKBONES = {RGB: "mobilenetv2", SENSOR: "patchstats", GEOMETRY: "patchstats"}
 #: false-alarm rate whose calibrated level a mask pixel must reach (see _mask_threshold)
 MASK_FALSE_ALARM_RATE = 0.01
-MODALITY_BACKBONES = {RGB: "mobilenetv2", SENSOR: "patchstats", GEOMETRY: "patchstats"}
 
 
 @dataclass

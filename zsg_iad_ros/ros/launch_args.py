@@ -73,8 +73,9 @@ LAUNCH_ARGUMENTS = (
                    parameter="registered", kind=bool),
     LaunchArgument("device", "torch device: auto, cpu, cuda or cuda:N (file: auto)",
                    parameter="device"),
-    LaunchArgument("backbone", "feature backbone: builtin, a transformers hub id or a local "
-                   "checkpoint directory (file: builtin)", parameter="backbone"),
+    LaunchArgument("backbone", "feature backbone: auto (per modality), mobilenetv2, "
+                   "efficientnet_lite0, dinov2_s_onnx, builtin, patchstats, a transformers hub id "
+                   "or a local checkpoint directory (file: auto)", parameter="backbone"),
     LaunchArgument("reference_path", "bag of known-good parts taught at start "
                    "(file: none)", parameter="reference_path"),
     LaunchArgument("threshold", "decision threshold on pred_score in [0, 1], or -1 = "
