@@ -421,16 +421,16 @@ class Detector:
             cscores[m] = float(sc.topk_mean(sc.inner(cmap, margin)))
         timings["scoring"] = (time.perf_counter() - t0) * 1e3
         return dict(used=used, feats=feats, images=images, cmaps=cmaps, cscores=cscores,
-                    raw=raw_scores, confident=confident, rgb=frame.rgb)
+                    raw=raw_scores, confident=confident)
 
-    def _evidence(self, scored: dict, registered: bool) -> torch.Tensor:
+    def _evidence(self, scored: dict, frame: Frame) -> torch.Tensor:
         """(IN_CH, h, w) grounding evidence from the scored frame."""
         from .grounding import build_evidence
 
         cmaps = scored["cmaps"]
         grid = next(iter(cmaps.values())).shape
         squashed = {m: sc.squash(v) for m, v in cmaps.items()}
-        if not registered:  # unaligned maps cannot be fused per pixel
+        if not frame.registered:  # unaligned maps cannot be fused per pixel
             keep = RGB if RGB in squashed else scored["used"][0]
             squashed = {keep: squashed[keep]}
         images = dict(scored["images"])
@@ -439,7 +439,7 @@ class Detector:
             # it pooled to the patch grid, so a half-resolution rendering is enough (and 4x
             # cheaper).
             S = int(self.config.image_size)
-            half = to_three_channels(np.asarray(scored["rgb"]), S // 2)
+            half = to_three_channels(np.asarray(frame.rgb), S // 2)
             half = (half.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
             images[RGB] = rgb_image(half, S)
         return build_evidence(squashed, images, grid)
@@ -451,7 +451,7 @@ class Detector:
         scored = self._score(self._validate(frame), {})
         if not scored["used"]:
             raise ValueError("frame has none of the configured modalities")
-        return self._evidence(scored, frame.registered)
+        return self._evidence(scored, frame)
 
     def _detect(self, frame: Frame, update_memory: bool) -> Detection:
         t_start = time.perf_counter()
@@ -490,7 +490,7 @@ class Detector:
         ground = None
         anomaly_map = score_map
         if self.grounding is not None:
-            ev = self._evidence(scored, frame.registered)
+            ev = self._evidence(scored, frame)
             ground = self.grounding(ev[None], self._defect_text, self._normal_text)
             fine = F.interpolate(ground.fine[:, None], size=(H, W), mode="bilinear",
                                  align_corners=False)[0, 0]
