@@ -90,8 +90,14 @@ def _common(args) -> dict:
             "progress_every": args.progress_every}
 
 
-def run_synthetic(args, factory):
+def section_samples(section: str, args) -> list:
+    """The samples of an accuracy section, loaded once and scored by every backbone."""
+    from zsg_iad_ros.data.real import load_magnetic_tile, load_mulsen
     from zsg_iad_ros.data.splits import iter_split
+    if section == "mulsen":
+        return limit_per_type(load_mulsen(), args.max_per_type, args.references, args.seed)
+    if section == "magnetic_tile":
+        return limit_per_type(load_magnetic_tile(), args.max_per_type, 0, args.seed)
     t = time.perf_counter()
     # n_good + references good parts per category: the teach-mode run draws its references
     # from them and scores the rest, so both runs score at least n_good good parts per category.
@@ -99,6 +105,10 @@ def run_synthetic(args, factory):
                               seed=args.seed, size=args.size))
     print(f"[benchmark] synthetic test split: {len(samples)} samples generated in "
           f"{time.perf_counter() - t:.1f} s", file=sys.stderr)
+    return samples
+
+
+def run_synthetic(args, factory, samples):
     out = {"synthetic": evaluate_samples(samples, factory, ablate_modalities=True,
                                          name="synthetic zero-shot test split, streaming",
                                          **_common(args))}
@@ -125,9 +135,7 @@ def limit_per_type(samples, n: int, extra_good: int, seed: int):
     return [samples[i] for i in sorted(keep)]
 
 
-def run_mulsen(args, factory):
-    from zsg_iad_ros.data.real import load_mulsen
-    samples = limit_per_type(load_mulsen(), args.max_per_type, args.references, args.seed)
+def run_mulsen(args, factory, samples):
     out = {"mulsen_k0": evaluate_samples(samples, factory, references=0, ablate_modalities=True,
                                          name="MulSen-AD, 0 references", **_common(args))}
     if args.references > 0:
@@ -139,17 +147,7 @@ def run_mulsen(args, factory):
     return out
 
 
-def real_samples(section: str, args):
-    """The samples of a real-data section, as its runner draws them."""
-    from zsg_iad_ros.data.real import load_magnetic_tile, load_mulsen
-    if section == "mulsen":
-        return limit_per_type(load_mulsen(), args.max_per_type, args.references, args.seed)
-    return limit_per_type(load_magnetic_tile(), args.max_per_type, 0, args.seed)
-
-
-def run_magnetic_tile(args, factory):
-    from zsg_iad_ros.data.real import load_magnetic_tile
-    samples = limit_per_type(load_magnetic_tile(), args.max_per_type, 0, args.seed)
+def run_magnetic_tile(args, factory, samples):
     return {"magnetic_tile": evaluate_samples(samples, factory, name="Magnetic tile, 0 references",
                                               **_common(args))}
 
@@ -339,27 +337,27 @@ def main(argv=None) -> int:
             if section == "latency":
                 results.update(run_latency(args))
             else:
+                samples = section_samples(section, args)
+                cf = None
+                if section in ("mulsen", "magnetic_tile"):
+                    from zsg_iad_ros.evaluation.baselines import content_free_metrics
+                    cf = content_free_metrics(samples, args.pixel_stride)
                 for bb in backbones:
                     factory = default_detector_factory(backbone=bb, device=args.device,
                                                        **parse_overrides(args.set))
                     run = {"synthetic": run_synthetic, "mulsen": run_mulsen,
-                           "magnetic_tile": run_magnetic_tile}[section](args, factory)
+                           "magnetic_tile": run_magnetic_tile}[section](args, factory, samples)
                     for name, rec in run.items():
-                        # the main backbone keeps the plain names (plots, per-category tables)
+                        if cf is not None:
+                            rec["baselines"] = {"content-free map": cf}
                         results[f"{name}@{bb}"] = rec
-                        if bb == args.backbone:
-                            results[name] = rec
-            if section in ("mulsen", "magnetic_tile"):
-                from zsg_iad_ros.evaluation.baselines import content_free_metrics
-                cf = content_free_metrics(real_samples(section, args), args.pixel_stride)
-                for name, rec in results.items():
-                    if name.split("@")[0].startswith(section):
-                        rec.setdefault("baselines", {})["content-free map"] = cf
         except FileNotFoundError as e:  # real data absent on this machine
             print(f"[benchmark] skipped {section}: {e}", file=sys.stderr)
             continue
         print(f"[benchmark] {section} done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-    main_runs = {k: v for k, v in results.items() if "@" not in k}
+    # the main backbone's runs keep their plain names (plots, per-category tables)
+    main_runs = {k.split("@")[0]: v for k, v in results.items()
+                 if k == "latency" or k.endswith(f"@{args.backbone}")}
     for name, rec in main_runs.items():
         if name != "latency":
             write_outputs(rec, os.path.join(args.out, name), plots=not args.no_plots)
@@ -369,9 +367,9 @@ def main(argv=None) -> int:
     command = "python benchmarks/benchmark_detector.py " + " ".join(given)
     serial = {"command": command.strip(), "elapsed_s": time.perf_counter() - t_start,
               "args": vars(args)}
-    for name, rec in results.items():
-        if "@" in name and name.split("@")[1] == args.backbone:
-            continue  # the same record as its plain name
+    others = {k: v for k, v in results.items()
+              if k != "latency" and not k.endswith(f"@{args.backbone}")}
+    for name, rec in {**main_runs, **others}.items():
         serial[name] = to_json({k: v for k, v in rec.items() if k not in ("runs", "figures")}
                                if name != "latency" else rec)
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
