@@ -197,6 +197,8 @@ def test_config_from_dict_and_validation():
         DetectorConfig.from_dict({"imagesize": 3})
     with pytest.raises(ValueError, match="modalities"):
         DetectorConfig.from_dict({"modalities": ["lidar"]})
+    with pytest.raises(ValueError, match="fusion"):
+        DetectorConfig.from_dict({"fusion": "mean"})
     with pytest.raises(ModelLoadError, match="CUDA"):
         import torch
         if torch.cuda.is_available():

@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from zsg_iad_ros.core import scoring as sc
@@ -56,10 +57,37 @@ def test_score_stats_and_threshold():
     assert st2.scale == 0.2  # floor from the within-part spread
     t = sc.calibrated_threshold(0.01, 1)
     assert abs(t - 2.3263) < 1e-3
-    assert sc.calibrated_threshold(0.01, 3) > t  # shared false-alarm budget
+    assert sc.calibrated_threshold(0.01, 3, "max") > t  # shared false-alarm budget
+    assert sc.calibrated_threshold(0.01, 3, "stouffer") == t  # the fused score is ~N(0, 1)
     assert abs(sc.unsquash(sc.squash(4.2)) - 4.2) < 1e-6
     assert sc.squash(sc.SQUASH_CENTER) == 0.5
     assert math.isclose(float(sc.squash(torch.tensor(1.0))), sc.squash(1.0), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("fusion", sc.FUSIONS)
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_fused_normal_scores_meet_the_target_false_alarm_rate(fusion, n):
+    # normal parts: every modality's calibrated score ~N(0, 1), independent
+    c = np.random.default_rng(n).standard_normal((200_000, n))
+    fused = sc.fuse([c[:, k] for k in range(n)], fusion)
+    for rate in (0.01, 0.05):
+        realised = float(np.mean(fused >= sc.calibrated_threshold(rate, n, fusion)))
+        assert abs(realised - rate) < 0.1 * rate
+
+
+def test_fusion_of_scores_and_maps():
+    assert sc.fuse([3.0, 0.0, 0.0], "max") == 3.0
+    assert math.isclose(sc.fuse([3.0, 0.0, 0.0], "stouffer"), math.sqrt(3))
+    # a defect seen by two modalities adds up; one modality's normal tail averages out
+    assert sc.fuse([2.0, 2.0, 0.0], "stouffer") > sc.fuse([3.0, 0.0, -0.5], "stouffer")
+    maps = [torch.zeros(4, 4), torch.zeros(4, 4)]
+    maps[0][1, 1], maps[1][1, 1] = 2.0, 1.0
+    assert torch.equal(sc.fuse(maps, "max"), maps[0])
+    assert math.isclose(float(sc.fuse(maps, "stouffer")[1, 1]), 3 / math.sqrt(2), rel_tol=1e-6)
+    with pytest.raises(ValueError, match="fusion"):
+        sc.fuse([1.0], "mean")
+    with pytest.raises(ValueError, match="at least one"):
+        sc.fuse([], "max")
 
 
 def test_cold_start_stats_from_own_map():

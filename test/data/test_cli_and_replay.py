@@ -23,6 +23,17 @@ def test_cli_writes_a_split(tmp_path, capsys):
     assert main(["--split", "test", "--out", str(out)]) == 2  # never overwrites
 
 
+def same_render(a, b) -> bool:
+    """Equal up to the last bit of the renderer's arithmetic, which differs between CPUs (vector
+    maths libraries round differently): uint8 images within 1 grey level, clouds within 1 um."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype == np.uint8:
+        return int(np.abs(a.astype(np.int16) - b).max()) <= 1
+    return bool(np.allclose(a, b, rtol=0, atol=1e-6, equal_nan=True))
+
+
 def test_bundled_replay_matches_the_generator():
     bag = Path(DEFAULT_OUT)
     assert (bag / "metadata.yaml").is_file()
@@ -36,8 +47,8 @@ def test_bundled_replay_matches_the_generator():
     # regenerate with `python -m zsg_iad_ros.data.make_sample_replay` when this fails
     for r, e in zip(recorded, expected):
         assert r.sample_id == e.sample_id
-        assert r.frame.rgb.tobytes() == e.frame.rgb.tobytes()
-        assert r.frame.points.tobytes() == e.frame.points.tobytes()
+        assert same_render(r.frame.rgb, e.frame.rgb)
+        assert same_render(r.frame.points, e.frame.points)
         assert np.array_equal(r.gt_mask, e.gt_mask)
 
 
@@ -49,4 +60,4 @@ def test_bundled_reference_bag_holds_other_good_parts():
     assert {r.category for r in recorded} == {s.category for s in replay_samples()}
     assert not {r.sample_id for r in recorded} & {s.sample_id for s in replay_samples()}
     for r, e in zip(recorded, expected):
-        assert r.frame.rgb.tobytes() == e.frame.rgb.tobytes()
+        assert same_render(r.frame.rgb, e.frame.rgb)

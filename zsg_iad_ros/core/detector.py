@@ -57,6 +57,8 @@ class DetectorConfig:
     target_false_alarm_rate: float = 0.05
     min_region_area_px: int = 16
     modalities: tuple = ("rgb", "sensor", "geometry")
+    #: fusion of the modalities' calibrated scores: 'stouffer' (sum / sqrt(n)) | 'max'
+    fusion: str = "stouffer"
     grounding: bool = True
     grounding_weights: Optional[str] = None  # None -> shipped file
     text_encoder: str = "minilm"    # 'minilm' | 'backbone' | local sentence-transformers dir
@@ -110,6 +112,8 @@ class DetectorConfig:
             raise ValueError(f"modality_backbones keys must be in {MODALITIES}, got {bad}")
         if not 32 <= int(self.image_size) <= 1024:
             raise ValueError(f"image_size must be in [32, 1024], got {self.image_size}")
+        if self.fusion not in sc.FUSIONS:
+            raise ValueError(f"fusion must be one of {sc.FUSIONS}, got {self.fusion!r}")
         if int(self.reference_rotations) < 1:
             raise ValueError("reference_rotations must be >= 1")
         if int(self.memory_size) < 1:
@@ -218,12 +222,16 @@ class Detector:
         if self.config.threshold is not None and not self._force_calibrated:
             return float(self.config.threshold)
         n = len(self.config.modalities)
-        return sc.squash(sc.calibrated_threshold(self.config.target_false_alarm_rate, n))
+        return sc.squash(sc.calibrated_threshold(self.config.target_false_alarm_rate, n,
+                                                 self.config.fusion))
 
     def _quantile(self) -> float:
-        """Per-modality quantile of normal scores at the calibrated threshold."""
+        """Per-modality quantile of normal scores at which the small-sample factor widens each
+        modality's scale: the Bonferroni share of the false-alarm rate, since the pixel maps and
+        masks fuse by max whatever the image-level fusion (Stouffer's threshold, a lower
+        quantile, is then met with room to spare)."""
         return sc.modality_quantile(self.config.target_false_alarm_rate,
-                                    len(self.config.modalities))
+                                    len(self.config.modalities), "max")
 
     @torch.inference_mode()
     def teach(self, frames: List[Frame]) -> None:
@@ -473,12 +481,15 @@ class Detector:
         state = self._stream(frame.stream)
         cmaps, cscores, raw_scores = scored["cmaps"], scored["cscores"], scored["raw"]
         confident = scored["confident"]
-        c = max(cscores.values())
+        c = sc.fuse(cscores.values(), self.config.fusion)
         pred_score = sc.squash(c)
         # Maps on the RGB grid, smoothed by a Gaussian of about half a patch.
         full = {m: self._upsample(cm, (H, W)) for m, cm in cmaps.items()}
+        # Pixel maps fuse by max whatever the image-level fusion: a defect seen by one modality
+        # must not be diluted where it lies, and Stouffer's sum over pixels would add the other
+        # modalities' noise to the location.
         if frame.registered:
-            fused = torch.stack(list(full.values())).max(0).values
+            fused = sc.fuse(full.values(), "max")
         else:  # modalities not aligned: only the RGB map means something at pixel level
             fused = full[RGB] if RGB in full else full[used[0]]
         score_map = sc.squash(fused)
@@ -542,11 +553,13 @@ class Detector:
     def _mask_threshold(self, threshold: float, peak: float) -> float:
         """Pixel threshold of the mask of a flagged part. A lenient part-level operating point
         (a high target false-alarm rate) must not smear the mask over normal texture: pixels
-        need the strict (1 %) calibrated level, or, for a part flagged below that level, the
-        midway between the threshold and the part's peak."""
+        need the strict (1 %) calibrated level of the max over modalities (the pixel fusion),
+        or, for a part flagged below that level, the midway between the threshold and the part's
+        peak. A part flagged on evidence spread over modalities, none of whose pixels reaches
+        the threshold, gets no region: the map cannot say where."""
         n = len(self.config.modalities)
         strict = sc.squash(sc.calibrated_threshold(min(self.config.target_false_alarm_rate,
-                                                       MASK_FALSE_ALARM_RATE), n))
+                                                       MASK_FALSE_ALARM_RATE), n, "max"))
         return max(threshold, min(strict, 0.5 * (peak + threshold)))
 
     def _language_cmap(self, lmap: torch.Tensor, stream: str) -> torch.Tensor:

@@ -106,6 +106,10 @@ INSPECTION_PARAMS = (
     ParamSpec("target_false_alarm_rate", 0.05,
               "false alarm rate the automatic threshold aims at [fraction]", True,
               range=(0.0001, 0.4999)),
+    ParamSpec("fusion", "stouffer",
+              "how modality scores combine: stouffer (sum / sqrt(n): noise of one modality "
+              "averages out) or max (a defect seen by one modality keeps its full score)", True,
+              choices=("stouffer", "max")),
     ParamSpec("memory_size", 16,
               "memory entries per stream: streamed normal parts plus taught references, each "
               "reference once per orientation [entries]", True, range=(1, 100000)),
@@ -141,6 +145,7 @@ def detector_config_dict(p: dict) -> dict:
         "device": p["device"], "backbone": p["backbone"],
         "threshold": parse_threshold(p["threshold"]),
         "target_false_alarm_rate": p["target_false_alarm_rate"],
+        "fusion": p["fusion"],
         "memory_size": p["memory_size"],
         "min_region_area_px": p["min_region_area_px"],
         "score_margin": p["score_margin"],
