@@ -261,6 +261,15 @@ def print_tables(results: dict) -> str:
         for cat, m in cats.items():
             lines.append(f"| {cat} | {m['n_samples']} | {cell(m['image_auroc'])} | "
                          f"{cell(m['pixel_auroc'])} | {cell(m['aupro'])} |")
+        names = list(rec["configs"])
+        if len(names) > 1:  # fused against each modality alone / left out, per category
+            lines += ["", f"{section}: image AUROC per category and configuration", "",
+                      "| category | " + " | ".join(names) + " |",
+                      "|" + " --- |" * (len(names) + 1)]
+            for cat in cats:
+                lines.append(f"| {cat} | " + " | ".join(
+                    cell(rec["configs"][n]["per_category"].get(cat, {}).get(
+                        "image_auroc", float("nan"))) for n in names) + " |")
     lat = results.get("latency")
     if lat:
         lines += ["", f"latency per stage [ms], {lat['image_size']}x{lat['image_size']}, "

@@ -39,7 +39,8 @@ def _offline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--order-seed", type=int, default=None,
                    help="shuffle the scoring order once with this seed (default: as recorded)")
     p.add_argument("--ablate-modalities", action="store_true",
-                   help="also run without each modality present in the data")
+                   help="also run without each modality present in the data (and, with "
+                        "three, with each alone)")
     p.add_argument("--image-size", type=int, default=None,
                    help="detector input size [px] (default: the detector's own)")
 

@@ -233,6 +233,8 @@ def plan_evaluation(parts: Sequence, presents: Iterable[Dict[str, bool]], *,
     configs = [("all", tuple(present))]
     if ablate_modalities and len(present) > 1:
         configs += [(f"without_{m}", tuple(x for x in present if x != m)) for m in present]
+        if len(present) > 2:  # with two, "only one" is "without the other"
+            configs += [(f"only_{m}", (m,)) for m in present]
     refs = [draw_references(parts, references, np.random.default_rng(seed + d))
             for d in range(n_draws)]
     return EvaluationPlan(present, configs, order, refs)
