@@ -80,6 +80,27 @@ def test_defect_in_one_modality_found_where_planted(taught, modality):
         assert region.centroid_3d is not None and 0.2 < region.centroid_3d[2] < 1.0
 
 
+def test_part_score_is_the_documented_fusion_of_modality_scores(taught):
+    from zsg_iad_ros.core import scoring as sc
+    frame, _ = plant(generate_sample(CAT, "good", 7).frame, "sensor")
+    r = taught.detect(frame, update_memory=False)
+    c = [sc.unsquash(v) for v in r.modality_scores.values()]
+    assert len(c) == 3
+    assert r.pred_score == pytest.approx(sc.squash(sum(c) / np.sqrt(3)), abs=1e-6)
+    assert r.threshold == pytest.approx(sc.squash(sc.calibrated_threshold(0.05, 1)))
+
+
+def test_max_fusion_scores_the_highest_modality(detector_factory):
+    det = detector_factory(grounding=False, fusion="max")
+    det.teach([generate_sample(CAT, "good", s).frame for s in REF_SEEDS])
+    frame, mask = plant(generate_sample(CAT, "good", 7).frame, "sensor")
+    r = det.detect(frame, update_memory=False)
+    from zsg_iad_ros.core import scoring as sc
+    assert r.pred_score == pytest.approx(max(r.modality_scores.values()), abs=1e-6)
+    assert r.threshold == pytest.approx(sc.squash(sc.calibrated_threshold(0.05, 3, "max")))
+    assert found_where_planted(r, mask)
+
+
 def test_normal_parts_not_flagged(taught):
     for seed in GOOD_SEEDS:
         r = taught.detect(generate_sample(CAT, "good", seed).frame, update_memory=False)
