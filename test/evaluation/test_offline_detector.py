@@ -44,3 +44,19 @@ def test_offline_evaluation_with_the_detector(samples, tmp_path):
     assert "| cast_metal |" in open(paths["summary"]).read()
     for png in data["figures"]:
         assert (tmp_path / png).stat().st_size > 5000
+
+
+def test_cli_detector_options_reach_the_detector():
+    from zsg_iad_ros.evaluation.cli import build_parser, detector_options
+    parser = build_parser()
+    args = parser.parse_args(["real", "--dataset", "mulsen", "--out", "x", "--fusion", "max",
+                              "--image-size", "128", "--device", "cpu"])
+    opts = detector_options(args)
+    assert opts == {"backbone": "auto", "device": "cpu", "image_size": 128, "fusion": "max"}
+    det = default_detector_factory(**opts)(("rgb", "sensor"))
+    assert det.config.fusion == "max" and det.config.image_size == 128
+    # unset options keep the detector's defaults
+    args = parser.parse_args(["real", "--dataset", "mulsen", "--out", "x"])
+    assert "fusion" not in detector_options(args)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["real", "--dataset", "mulsen", "--out", "x", "--fusion", "mean"])

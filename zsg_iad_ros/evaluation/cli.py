@@ -43,6 +43,8 @@ def _offline_args(p: argparse.ArgumentParser) -> None:
                         "three, with each alone)")
     p.add_argument("--image-size", type=int, default=None,
                    help="detector input size [px] (default: the detector's own)")
+    p.add_argument("--fusion", choices=("stouffer", "max"), default=None,
+                   help="how modality scores combine (default: the detector's own, stouffer)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +135,15 @@ def _report_inputs(record: dict) -> None:
           f"failed {parts['failed']}", file=sys.stderr)
 
 
+def detector_options(args: argparse.Namespace) -> dict:
+    """`default_detector_factory` keyword arguments from the offline / real options; options
+    left unset keep the detector's own defaults."""
+    out = {"backbone": args.backbone, "device": args.device}
+    out.update({k: v for k, v in (("image_size", args.image_size), ("fusion", args.fusion))
+                if v is not None})
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -146,9 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if args.command in ("offline", "real"):
         from zsg_iad_ros.evaluation.offline import default_detector_factory, evaluate_samples
-        config = {} if args.image_size is None else {"image_size": args.image_size}
-        factory = default_detector_factory(backbone=args.backbone, device=args.device,
-                                           **config)
+        factory = default_detector_factory(**detector_options(args))
         kw = dict(references=args.references, draws=args.draws, seed=args.seed,
                   order_seed=args.order_seed, ablate_modalities=args.ablate_modalities,
                   pixel_stride=args.pixel_stride, progress_every=args.progress_every)
