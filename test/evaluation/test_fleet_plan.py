@@ -180,3 +180,16 @@ def test_progress_on_a_terminal_rewrites_one_line_and_can_be_silent():
     meter.update(4)
     meter.close()
     assert quiet.getvalue() == ""
+
+
+def test_ablation_adds_each_modality_alone_when_three_are_present():
+    present = [{"rgb": True, "sensor": True, "geometry": k != 1} for k in range(len(PARTS))]
+    plan = plan_evaluation(PARTS, present, ablate_modalities=True)
+    assert dict(plan.configs) == {
+        "all": ("rgb", "sensor", "geometry"),
+        "without_rgb": ("sensor", "geometry"), "without_sensor": ("rgb", "geometry"),
+        "without_geometry": ("rgb", "sensor"),
+        "only_rgb": ("rgb",), "only_sensor": ("sensor",), "only_geometry": ("geometry",)}
+    # with two modalities "only one" would repeat "without the other"
+    assert [c for c, _ in _plan(ablate_modalities=True).configs] == [
+        "all", "without_rgb", "without_sensor"]
