@@ -18,7 +18,8 @@ import threading
 from typing import Callable, Dict, Iterable, List, Optional
 
 from zsg_iad_ros.ros.synchronizer import (DROP_DUPLICATE, DROP_HEADERLESS, DROP_OVERFLOW,
-                                          check_sync_args, find_set, slop_to_ns, stamp_ns)
+                                          check_sync_args, deliver, find_set, slop_to_ns,
+                                          stamp_ns)
 
 
 class MessageFiltersSync:
@@ -168,9 +169,4 @@ class MessageFiltersSync:
             drops.append((DROP_OVERFLOW, index, queue.pop(min(queue))))
 
     def _dispatch(self, sets: list, drops: list) -> None:
-        if self.on_drop is not None:
-            for reason, index, msg in drops:
-                self.on_drop(reason, index, msg)
-        for msgs in sets:
-            for cb in self._callbacks:
-                cb(*msgs)
+        deliver(sets, drops, self.on_drop, self._callbacks)

@@ -91,6 +91,17 @@ def find_set(queues: Sequence[Dict[int, object]], index: int, stamp: int,
     return None
 
 
+def deliver(sets: list, drops: list, on_drop: Optional[Callable], callbacks: list) -> None:
+    """What both synchronizer backends do with a step's outcome: report each drop
+    (reason, input index, message) to `on_drop`, then hand each matched set to every callback."""
+    if on_drop is not None:
+        for reason, index, msg in drops:
+            on_drop(reason, index, msg)
+    for msgs in sets:
+        for cb in callbacks:
+            cb(*msgs)
+
+
 class ApproximateTimeSynchronizer:
     """Group messages of `n_inputs` streams whose stamps spread less than `slop` seconds.
 
@@ -205,9 +216,4 @@ class ApproximateTimeSynchronizer:
         return matched
 
     def _emit(self, matched: list, drops: list) -> None:
-        if self.on_drop is not None:
-            for reason, index, msg in drops:
-                self.on_drop(reason, index, msg)
-        for msgs in matched:
-            for cb in self._callbacks:
-                cb(*msgs)
+        deliver(matched, drops, self.on_drop, self._callbacks)
