@@ -125,32 +125,23 @@ class Stream:
         t0 = time.perf_counter()
         out = {"aligned": {}, "unaligned": {}}
         fallbacks = 0
-        if self.registered:
+        if self.registered:  # one foreground and one RGB registration serve every modality
             fg = frame_foreground(frame.rgb)
-            reg = None
+            align = {}
             if self.kind == "object":
-                reg = self.aligned[RGB].register(frame.rgb, fg)
-            for m in self.mods:
-                flat = self.flat[m].inspect(imgs[m], mask=fg).map
-                out["unaligned"][m] = flat
-                if self.kind == "object":
-                    r = self.aligned[m].inspect(imgs[m], mask=fg, registration=reg)
-                    fallbacks += int(r.fallback)
-                    out["aligned"][m] = flat if r.fallback else r.map
-                else:
-                    out["aligned"][m] = flat
-        else:
-            for m in self.mods:
+                align = {"registration": self.aligned[RGB].register(frame.rgb, fg)}
+        for m in self.mods:
+            if not self.registered:  # each modality registers on its own signal
                 sig = raw_signal(frame, m)
                 fg = foreground_mask(sig)
-                flat = self.flat[m].inspect(imgs[m], mask=fg).map
-                out["unaligned"][m] = flat
-                if self.kind == "object":
-                    r = self.aligned[m].inspect(imgs[m], mask=fg, signal=sig)
-                    fallbacks += int(r.fallback)
-                    out["aligned"][m] = flat if r.fallback else r.map
-                else:
-                    out["aligned"][m] = flat
+                align = {"signal": sig}
+            flat = self.flat[m].inspect(imgs[m], mask=fg).map
+            out["unaligned"][m] = out["aligned"][m] = flat
+            if self.kind == "object":
+                r = self.aligned[m].inspect(imgs[m], mask=fg, **align)
+                fallbacks += int(r.fallback)
+                if not r.fallback:
+                    out["aligned"][m] = r.map
         return out, fallbacks, time.perf_counter() - t0
 
 
