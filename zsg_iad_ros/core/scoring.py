@@ -233,10 +233,9 @@ def fuse(values, fusion: str = "stouffer"):
     if not values:
         raise ValueError("fuse needs at least one modality score")
     if fusion == "max":
-        out = values[0]
-        for v in values[1:]:
-            out = torch.maximum(out, v) if isinstance(out, torch.Tensor) else np.maximum(out, v)
-        return float(out) if np.ndim(out) == 0 and not isinstance(out, torch.Tensor) else out
+        if isinstance(values[0], torch.Tensor):
+            return torch.stack(values).amax(0)
+        return np.max(values, axis=0)
     if fusion == "stouffer":
         return sum(values[1:], values[0]) / math.sqrt(len(values))
     raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
