@@ -96,23 +96,25 @@ def coreset(x: torch.Tensor, n: int) -> torch.Tensor:
     """Greedy k-center selection (PatchCore's coreset): n rows of x (P, C) such that every row
     lies close to a kept one. A memory part keeps its rare patches and drops repeats of its
     common ones, so nearest-patch distances change little while scoring gets P / n times cheaper.
-    Written here because it is a few lines of torch and no maintained library offers it.
-    Returns the (min(n, P), C) subset; n <= 0 keeps every row."""
+    Written here because it is a few lines and no maintained library offers it. The n steps
+    are sequential and small: they run in numpy on the CPU, whose per-call overhead is a fraction
+    of torch's (2x faster here on 1024 patches), whatever the device of x.
+    Returns the (min(n, P), C) subset, on the device of x; n <= 0 keeps every row."""
     P = x.shape[0]
     if n <= 0 or n >= P:
         return x
-    xf = x.float().contiguous()
+    xf = x.detach().float().cpu().contiguous().numpy()
     sq = (xf * xf).sum(1)
     # squared distances to row i: |x|^2 + |x_i|^2 - 2 x.x_i, one matrix-vector product per row
-    i = (sq - 2 * (xf @ xf.mean(0))).argmax()  # start from the row farthest from the mean
-    idx = torch.empty(n, dtype=torch.long, device=x.device)
+    i = int((sq - 2 * (xf @ xf.mean(0))).argmax())  # start from the row farthest from the mean
+    idx = np.empty(n, dtype=np.int64)
     idx[0] = i
-    d = torch.addmv(sq + sq[i], xf, xf[i], alpha=-2)
+    d = sq + sq[i] - 2 * (xf @ xf[i])
     for k in range(1, n):
-        i = d.argmax()
+        i = int(d.argmax())
         idx[k] = i
-        torch.minimum(d, torch.addmv(sq + sq[i], xf, xf[i], alpha=-2), out=d)
-    return x[idx].contiguous()
+        np.minimum(d, sq + sq[i] - 2 * (xf @ xf[i]), out=d)
+    return x[torch.from_numpy(idx).to(x.device)].contiguous()
 
 
 def inner(x: torch.Tensor, margin: float) -> torch.Tensor:
