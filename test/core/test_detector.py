@@ -80,6 +80,23 @@ def test_defect_in_one_modality_found_where_planted(taught, modality):
         assert region.centroid_3d is not None and 0.2 < region.centroid_3d[2] < 1.0
 
 
+@pytest.mark.parametrize("angle", [90.0, 180.0, 270.0])
+def test_3d_location_follows_a_turned_part(taught, angle):
+    """The same part with the same defect, turned about the optical axis by a known angle: the
+    region's 3D centroid is where the defect lies in the turned cloud, not where it lay before."""
+    from zsg_iad_ros.data.transforms import rotate_sample
+    good = generate_sample(CAT, "good", 7)
+    frame, mask = plant(good.frame, "sensor")
+    turned = rotate_sample(dataclasses.replace(good, frame=frame, gt_mask=mask), angle)
+    r = taught.detect(turned.frame, update_memory=False)
+    assert found_where_planted(r, turned.gt_mask), (r.pred_score, r.threshold)
+    region = max(r.regions, key=lambda x: x.area_px)
+    truth = np.nanmean(turned.frame.points[turned.gt_mask], axis=0)
+    before = np.nanmean(frame.points[mask], axis=0)
+    assert np.linalg.norm(truth - before) > 0.03  # the turn moved the defect by centimetres
+    assert np.linalg.norm(np.asarray(region.centroid_3d) - truth) < 0.005  # found within 5 mm
+
+
 def test_part_score_is_the_documented_fusion_of_modality_scores(taught):
     from zsg_iad_ros.core import scoring as sc
     frame, _ = plant(generate_sample(CAT, "good", 7).frame, "sensor")

@@ -19,11 +19,17 @@ from ..core.frame import Frame, Sample
 __all__ = ["rotate_image", "rotate_points", "rotate_frame", "rotate_sample"]
 
 
+def _cos_sin(angle_deg: float) -> Tuple[float, float]:
+    """Rounded so that quarter turns are exact (cos 90 deg is 6e-17 in floating point): a
+    border pixel then maps onto the border instead of a hair outside it, where it is lost."""
+    t = np.deg2rad(angle_deg)
+    return float(np.round(np.cos(t), 12)), float(np.round(np.sin(t), 12))
+
+
 def _matrix(angle_deg: float, centre: Tuple[float, float]) -> np.ndarray:
     """(3, 3) on (u, v, 1): turn by angle about centre (+u towards +v, as
     `registration.similarity_matrix`)."""
-    t = np.deg2rad(angle_deg)
-    c, s = np.cos(t), np.sin(t)
+    c, s = _cos_sin(angle_deg)
     m = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
     m[:2, 2] = np.asarray(centre) - m[:2, :2] @ np.asarray(centre)
     return m
@@ -63,8 +69,7 @@ def rotate_points(points: np.ndarray, angle_deg: float, centre: Tuple[float, flo
     `rotate_image` (nearest), every point's (x, y) turns by the same angle, z is kept; pixels
     from outside the view are invalid (NaN)."""
     p = _resample(np.asarray(points, np.float32), angle_deg, centre, 0, "constant", np.nan)
-    t = np.deg2rad(angle_deg)
-    c, s = np.cos(t), np.sin(t)
+    c, s = _cos_sin(angle_deg)
     x, y = p[..., 0].copy(), p[..., 1].copy()
     p[..., 0], p[..., 1] = c * x - s * y, s * x + c * y
     return p
@@ -84,8 +89,7 @@ def rotate_frame(frame: Frame, angle_deg: float) -> Frame:
         if pts.ndim == 3:
             pts = rotate_points(pts, angle_deg, centre)
         else:
-            t = np.deg2rad(angle_deg)
-            c, s = np.cos(t), np.sin(t)
+            c, s = _cos_sin(angle_deg)
             pts = np.asarray(pts, np.float32).copy()
             x, y = pts[:, 0].copy(), pts[:, 1].copy()
             pts[:, 0], pts[:, 1] = c * x - s * y, s * x + c * y
