@@ -10,6 +10,9 @@ metrics.json + summary.md (and one folder per data set with its own tables and f
 Sections
 - synthetic: `splits.iter_split('test', n_good, n_defective)` (categories and defect types
   never used in training), all modalities and without each one (ablation).
+- synthetic_design: the object categories of the same split (gear, capsule) with one design
+  per category, in any pose: the parts of one product as a cell sees them (the synthetic
+  section's parts are each a design of their own).
 - mulsen: MulSen-AD object level (RGB + infrared + 3D scan, not pixel-aligned: pixel metrics
   in the RGB frame only), with 0 known-good references and with --references known-good
   references per category (teach mode), averaged over --draws random draws.
@@ -71,7 +74,8 @@ def parse_args(argv=None):
     p.add_argument("--pixel-stride", type=int, default=1)
     p.add_argument("--sections", nargs="*",
                    default=["synthetic", "mulsen", "magnetic_tile", "latency"],
-                   choices=["synthetic", "mulsen", "magnetic_tile", "latency"])
+                   choices=["synthetic", "synthetic_design", "mulsen", "magnetic_tile",
+                            "latency"])
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--progress-every", type=int, default=25, help="progress line period")
     p.add_argument("--quick", action="store_true",
@@ -94,6 +98,7 @@ def section_samples(section: str, args) -> list:
     """The samples of an accuracy section, loaded once and scored by every backbone."""
     from zsg_iad_ros.data.real import load_magnetic_tile, load_mulsen
     from zsg_iad_ros.data.splits import iter_split
+    from zsg_iad_ros.data.synthetic import CATEGORIES
     if section == "mulsen":
         return limit_per_type(load_mulsen(), args.max_per_type, args.references, args.seed)
     if section == "magnetic_tile":
@@ -101,22 +106,25 @@ def section_samples(section: str, args) -> list:
     t = time.perf_counter()
     # n_good + references good parts per category: the teach-mode run draws its references
     # from them and scores the rest, so both runs score at least n_good good parts per category.
-    samples = list(iter_split("test", args.n_good + args.references, args.n_defective,
-                              seed=args.seed, size=args.size))
-    print(f"[benchmark] synthetic test split: {len(samples)} samples generated in "
+    one_design = section == "synthetic_design"
+    samples = [s for s in iter_split("test", args.n_good + args.references, args.n_defective,
+                                     seed=args.seed, size=args.size, one_design=one_design)
+               if not one_design or CATEGORIES[s.category].kind == "object"]
+    print(f"[benchmark] {section}: {len(samples)} samples generated in "
           f"{time.perf_counter() - t:.1f} s", file=sys.stderr)
     return samples
 
 
-def run_synthetic(args, factory, samples):
-    out = {"synthetic": evaluate_samples(samples, factory, ablate_modalities=True,
-                                         name="synthetic zero-shot test split, streaming",
-                                         **_common(args))}
+def run_synthetic(args, factory, samples, section="synthetic"):
+    what = ("synthetic zero-shot test split" if section == "synthetic" else
+            "synthetic objects, one design per category")
+    out = {section: evaluate_samples(samples, factory, ablate_modalities=True,
+                                     name=f"{what}, streaming", **_common(args))}
     if args.references > 0:
-        out[f"synthetic_k{args.references}"] = evaluate_samples(
+        out[f"{section}_k{args.references}"] = evaluate_samples(
             samples, factory, references=args.references, draws=args.draws, seed=args.seed,
-            name=f"synthetic zero-shot test split, {args.references} references x "
-                 f"{args.draws} draws", **_common(args))
+            name=f"{what}, {args.references} references x {args.draws} draws",
+            **_common(args))
     return out
 
 
@@ -354,8 +362,11 @@ def main(argv=None) -> int:
                 for bb in backbones:
                     factory = default_detector_factory(backbone=bb, device=args.device,
                                                        **parse_overrides(args.set))
-                    run = {"synthetic": run_synthetic, "mulsen": run_mulsen,
-                           "magnetic_tile": run_magnetic_tile}[section](args, factory, samples)
+                    if section.startswith("synthetic"):
+                        run = run_synthetic(args, factory, samples, section)
+                    else:
+                        run = {"mulsen": run_mulsen, "magnetic_tile": run_magnetic_tile}[
+                            section](args, factory, samples)
                     for name, rec in run.items():
                         if cf is not None:
                             rec["baselines"] = {"content-free map": cf}

@@ -56,3 +56,18 @@ def test_bad_split():
         split_specs("train", 1, 1)
     with pytest.raises(ValueError):
         split_specs("aux", -1, 1)
+
+
+def test_one_design_per_object_category():
+    specs = split_specs("test", 2, 3, seed=1, one_design=True)
+    for cat in TEST_CATEGORIES:
+        designs = {s.design for s in specs if s.category == cat}
+        seeds = {s.seed for s in specs if s.category == cat}
+        if CATEGORIES[cat].kind == "object":
+            assert len(designs) == 1 and None not in designs and not designs & seeds
+        else:
+            assert designs == {None}
+    plain = split_specs("test", 2, 3, seed=1)
+    assert [(s.category, s.defect_type, s.seed) for s in plain] == \
+        [(s.category, s.defect_type, s.seed) for s in specs]  # the same parts otherwise
+    assert all(s.design is None for s in plain)

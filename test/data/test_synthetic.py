@@ -164,3 +164,34 @@ def test_every_applicable_defect_plants_visibly():
             for seed in (0, 1):
                 s = generate_sample(cat, defect, seed, size=64)
                 assert s.gt_mask.any() and s.description, (cat, defect, seed)
+
+
+def _part_area(sample) -> int:
+    """Pixels of the part: more than 3 mm above the table (the median depth of the border; the
+    table itself tilts by up to about 2 mm across the view)."""
+    z = sample.frame.points[..., 2]
+    border = np.concatenate([z[0], z[-1], z[:, 0], z[:, -1]])
+    return int((z < np.nanmedian(border) - 3e-3).sum())
+
+
+def test_one_design_keeps_the_shape_and_changes_the_pose():
+    same = [generate_sample("gear", "good", s, size=128, design=7) for s in (1, 2, 3)]
+    own = [generate_sample("gear", "good", s, size=128) for s in (1, 2, 3)]
+    areas = [_part_area(s) for s in same]
+    assert max(areas) / min(areas) < 1.03  # one product: the same gear in every part
+    assert not np.array_equal(same[0].frame.rgb, same[1].frame.rgb)  # in another pose
+    own_areas = [_part_area(s) for s in own]
+    assert max(own_areas) / min(own_areas) > 1.1  # default: every seed a design of its own
+    assert same[0].sample_id.endswith("/design7") and "design" not in own[0].sample_id
+    # the defect-free twin holds with a design: a defect shown by X-ray only leaves RGB alone
+    void = generate_sample("gear", "void", 2, size=128, design=7)
+    assert np.array_equal(void.frame.rgb, same[1].frame.rgb)
+    assert void.gt_mask.any() and not np.array_equal(void.frame.sensor, same[1].frame.sensor)
+
+
+def test_surfaces_have_no_design():
+    a = generate_sample("wood", "good", 4, size=64, design=7)
+    b = generate_sample("wood", "good", 4, size=64)
+    assert np.array_equal(a.frame.rgb, b.frame.rgb) and a.sample_id == b.sample_id
+    with pytest.raises(ValueError, match="design"):
+        generate_sample("gear", "good", 4, size=64, design=-1)

@@ -59,10 +59,11 @@ class SampleSpec:
     defect_type: str
     seed: int
     sensor_type: Optional[str] = None
+    design: Optional[int] = None
 
     def generate(self, size: int = 256) -> Sample:
         return generate_sample(self.category, self.defect_type, self.seed, size=size,
-                               sensor_type=self.sensor_type)
+                               sensor_type=self.sensor_type, design=self.design)
 
 
 def _check_split(split: str) -> None:
@@ -91,8 +92,12 @@ def _seed(split: str, seed: int, category: str, index: int) -> int:
     return (base + index * 7919) % (2 ** 31)
 
 
-def split_specs(split: str, n_good: int, n_defective: int, seed: int = 0) -> List[SampleSpec]:
-    """Per-category good and defective sample specs of `split` ('aux' or 'test')."""
+def split_specs(split: str, n_good: int, n_defective: int, seed: int = 0,
+                one_design: bool = False) -> List[SampleSpec]:
+    """Per-category good and defective sample specs of `split` ('aux' or 'test').
+
+    one_design: all parts of an object category share one design (see `generate_sample`), as
+    in a cell that inspects one product; by default every part is a design of its own."""
     _check_split(split)
     for name, n in (("n_good", n_good), ("n_defective", n_defective), ("seed", seed)):
         if not isinstance(n, int) or n < 0:
@@ -100,20 +105,23 @@ def split_specs(split: str, n_good: int, n_defective: int, seed: int = 0) -> Lis
     specs: List[SampleSpec] = []
     for cat in split_categories(split):
         defects = split_defects(split, cat)
+        st = CATEGORIES[cat].sensor_type
+        # the design number: a seed index no part of the split uses
+        design = (_seed(split, seed, cat, n_good + n_defective)
+                  if one_design and CATEGORIES[cat].kind == "object" else None)
         i = 0
         for _ in range(n_good):
-            specs.append(SampleSpec(cat, GOOD, _seed(split, seed, cat, i),
-                                    CATEGORIES[cat].sensor_type))
+            specs.append(SampleSpec(cat, GOOD, _seed(split, seed, cat, i), st, design))
             i += 1
         for j in range(n_defective if defects else 0):
             specs.append(SampleSpec(cat, defects[j % len(defects)], _seed(split, seed, cat, i),
-                                    CATEGORIES[cat].sensor_type))
+                                    st, design))
             i += 1
     return specs
 
 
 def iter_split(split: str, n_good: int, n_defective: int, seed: int = 0,
-               size: int = 256) -> Iterator[Sample]:
+               size: int = 256, one_design: bool = False) -> Iterator[Sample]:
     """Render the samples of `split_specs(...)` lazily, in order."""
-    for spec in split_specs(split, n_good, n_defective, seed):
+    for spec in split_specs(split, n_good, n_defective, seed, one_design):
         yield spec.generate(size)

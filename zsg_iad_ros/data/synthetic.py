@@ -19,6 +19,8 @@
 Everything that is not the defect (pose, textures, lighting, noise) comes from random streams
 keyed by (category, seed) only, so `generate_sample(c, "good", s)` is the exact defect-free
 twin of `generate_sample(c, d, s)`: a modality that does not show the defect is bit-identical.
+By default each seed is also a design of its own (a gear of 14-25 teeth, a capsule in random
+colours); `design=` fixes the shape of object parts, as on a production line of one product.
 Per-modality ground-truth masks are measured, not declared: a pixel belongs to a modality's
 mask where that modality's noise-free signal changed by more than a visibility threshold.
 """
@@ -595,6 +597,21 @@ def _rot(dx, dy, a):
     return c * dx - s * dy, s * dx + c * dy
 
 
+def _place(pieces: List["_Piece"], rng, g, jitter: float = 0.04) -> List["_Piece"]:
+    """The pieces of one design turned by a random angle about their first piece (the body)
+    and moved so that it lies near the image centre: one product in another pose."""
+    th = float(rng.uniform(0, 2 * np.pi))
+    cu, cv = g.size / 2 + rng.normal(0, jitter * g.size, 2)
+    u0, v0 = pieces[0].cu, pieces[0].cv
+    out = []
+    for p in pieces:
+        du, dv = _rot(p.cu - u0, p.cv - v0, th)
+        tilt = _rot(p.tilt[0], p.tilt[1], th)
+        out.append(replace(p, cu=float(cu + du), cv=float(cv + dv), angle=p.angle + th,
+                           tilt=(float(tilt[0]), float(tilt[1]))))
+    return out
+
+
 def _part_temperature(rng, g, t_amb):
     """Base temperature field of a part coming out of a process: warm, smooth gradient."""
     s = g.size
@@ -776,12 +793,18 @@ _OBJECTS = {"bottle": _build_bottle, "capsule": _build_capsule, "gear": _build_g
             "bracket": _build_bracket, "hex_nut": _build_hex_nut}
 
 
-def _scene(category: str, seed: int, g: _Grid) -> Tuple[_Scene, dict]:
+def _scene(category: str, seed: int, g: _Grid, design: Optional[int] = None
+           ) -> Tuple[_Scene, dict]:
     rng = _rng("scene", category, seed)
     t_amb = float(rng.uniform(293.0, 298.0))
     table = _tex_table(rng, g)
     if category in _OBJECTS:
         pieces, textures = _OBJECTS[category](rng, g)
+        if design is not None:
+            # Shape from the design, surface finish (textures) from this part; drawn after the
+            # part's own pieces so the rest of the scene is the same as without a design.
+            shape, _ = _OBJECTS[category](_rng("design", category, design), g)
+            pieces = _place(shape, _rng("pose", category, seed), g)
     else:
         pieces, textures = _build_surface(category, rng, g)
     t_part = _part_temperature(rng, g, t_amb)
@@ -1211,11 +1234,18 @@ def _describe(spec: DefectSpec, category: str, sensor_type: str, mask, part, inf
 
 # ----------------------------------------------------------------------------- public API
 def generate_sample(category: str, defect_type: str, seed: int, size: int = 256,
-                    sensor_type: Optional[str] = None) -> Sample:
+                    sensor_type: Optional[str] = None, design: Optional[int] = None) -> Sample:
     """Render one part with (or without, defect_type='good') a planted defect.
 
-    Deterministic in (category, defect_type, seed, size, sensor_type). The defect-free twin
-    of a defective sample is `generate_sample(category, 'good', seed, size, sensor_type)`.
+    Deterministic in (category, defect_type, seed, size, sensor_type, design). The defect-free
+    twin of a defective sample is `generate_sample(category, 'good', seed, size, sensor_type,
+    design)`.
+
+    design: None (default): every seed is a part of its own design (dimensions, tooth count,
+    colours drawn from the seed), the families of the zero-shot splits. A number, for object
+    categories: the shape comes from that design and the seed sets only the pose (any rotation,
+    a small shift), surface finish, lighting and noise: the parts of one product as a cell
+    sees them. Surface categories (a texture or a board filling the view) ignore it.
 
     Returns a `Sample` whose frame holds rgb (H, W, 3) uint8, sensor (H, W) float32 [K for
     thermal, transmitted intensity for X-ray], points (H, W, 3) float32 [m, camera optical
@@ -1231,6 +1261,8 @@ def generate_sample(category: str, defect_type: str, seed: int, size: int = 256,
         raise ValueError(f"sensor_type must be {THERMAL!r} or {XRAY!r}, got {sensor_type!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if design is not None and (not isinstance(design, (int, np.integer)) or design < 0):
+        raise ValueError(f"design must be None or a non-negative int, got {design!r}")
     if not isinstance(size, (int, np.integer)) or not 32 <= size <= 2048:
         raise ValueError(f"size must be an int in [32, 2048], got {size!r}")
     spec = DEFECT_TYPES.get(defect_type)
@@ -1240,7 +1272,8 @@ def generate_sample(category: str, defect_type: str, seed: int, size: int = 256,
     size = int(size)
     seed = int(seed)
     g = _grid(size)
-    scene, light = _scene(category, seed, g)
+    design = int(design) if design is not None and category in _OBJECTS else None
+    scene, light = _scene(category, seed, g, design)
     clean = _composite(scene, g)
     lay, shade_h, info = clean, clean.height, {}
     masks = {m: np.zeros((size, size), bool) for m in (RGB, SENSOR, GEOMETRY)}
@@ -1288,7 +1321,8 @@ def generate_sample(category: str, defect_type: str, seed: int, size: int = 256,
                   intrinsics=intrinsics_for(size), registered=True, stream=category)
     return Sample(frame=frame, label=int(spec is not None), category=category,
                   defect_type=defect_type, description=description, gt_mask=gt,
-                  gt_masks=masks, sample_id=f"{category}/{defect_type}/{st}/{size}/{seed}")
+                  gt_masks=masks, sample_id=f"{category}/{defect_type}/{st}/{size}/{seed}"
+                  + (f"/design{design}" if design is not None else ""))
 
 
 def _above(diff, absolute, relative):
