@@ -12,7 +12,8 @@ Sections
   never used in training), all modalities and without each one (ablation).
 - synthetic_design: the object categories of the same split (gear, capsule) with one design
   per category, in any pose: the parts of one product as a cell sees them (the synthetic
-  section's parts are each a design of their own).
+  section's parts are each a design of their own). With --aligned, the synthetic sections'
+  teach-mode runs are repeated with the aligned comparison (variation model) on.
 - mulsen: MulSen-AD object level (RGB + infrared + 3D scan, not pixel-aligned: pixel metrics
   in the RGB frame only), with 0 known-good references and with --references known-good
   references per category (teach mode), averaged over --draws random draws.
@@ -65,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="DetectorConfig overrides for the accuracy runs, e.g. score_margin=0 "
                         "(values parsed as JSON where they can be)")
+    p.add_argument("--aligned", action="store_true",
+                   help="synthetic sections with references: also score the main backbone with "
+                        "the aligned comparison (variation=True) on the same parts and draws")
     p.add_argument("--ablate-real", action="store_true",
                    help="also ablate modalities on MulSen with references (slow)")
     p.add_argument("--max-per-type", type=int, default=0,
@@ -364,6 +368,14 @@ def main(argv=None) -> int:
                                                        **parse_overrides(args.set))
                     if section.startswith("synthetic"):
                         run = run_synthetic(args, factory, samples, section)
+                        if args.aligned and args.references > 0 and bb == args.backbone:
+                            aligned = default_detector_factory(
+                                backbone=bb, device=args.device,
+                                **{**parse_overrides(args.set), "variation": True})
+                            run[f"{section}_k{args.references}_aligned"] = evaluate_samples(
+                                samples, aligned, references=args.references, draws=args.draws,
+                                seed=args.seed, name=f"{section}, {args.references} references x"
+                                f" {args.draws} draws, aligned comparison", **_common(args))
                     else:
                         run = {"mulsen": run_mulsen, "magnetic_tile": run_magnetic_tile}[
                             section](args, factory, samples)

@@ -57,6 +57,9 @@ def test_cli_detector_options_reach_the_detector():
     assert det.config.fusion == "max" and det.config.image_size == 128
     # unset options keep the detector's defaults
     args = parser.parse_args(["real", "--dataset", "mulsen", "--out", "x"])
-    assert "fusion" not in detector_options(args)
+    assert "fusion" not in detector_options(args) and "variation" not in detector_options(args)
+    args = parser.parse_args(["offline", "a.mcap", "--out", "x", "--references", "4",
+                              "--variation"])
+    assert default_detector_factory(**detector_options(args))(("rgb",)).config.variation
     with pytest.raises(SystemExit):
         parser.parse_args(["real", "--dataset", "mulsen", "--out", "x", "--fusion", "mean"])

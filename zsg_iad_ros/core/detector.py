@@ -82,6 +82,11 @@ class DetectorConfig:
     #: a part enters the stream memory only while its fused calibrated score c (normal parts
     #: ~N(0, 1) per modality) stays below this: no more unusual than most normal parts
     memory_admit_below: float = 1.0
+    #: also compare each part in register with the taught references (core/aligned.py): for a
+    #: stream of one product in any pose (pixel-registered frames, 2+ references, not a
+    #: texture); sees missing or shifted material that patch memory cannot. Off by default:
+    #: on parts that differ in design from their references it adds noise (docs/DETECTOR.md)
+    variation: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> "DetectorConfig":
@@ -161,6 +166,7 @@ class Detector:
         self._threshold_override: Optional[float] = None
         self._force_calibrated = False
         self._streams: Dict[str, Dict[str, sc.ModalityState]] = {}
+        self._aligned: Dict[str, object] = {}  # stream -> aligned.AlignedStream
         self._language = None
         if self.backbone.has_text and RGB in self.backbones:
             normal, anomalous = state_prompts("object")
@@ -213,8 +219,10 @@ class Detector:
         """Forget memory, history and taught references of one stream (or of all)."""
         if stream is None:
             self._streams.clear()
+            self._aligned.clear()
         else:
             self._streams.pop(stream, None)
+            self._aligned.pop(stream, None)
 
     def threshold_for(self, stream: str = "default") -> float:
         if self._threshold_override is not None:
@@ -279,6 +287,14 @@ class Detector:
                                                 quantile=self._quantile(),
                                                 n_independent=len(have))
             st.raw_scores.clear()
+        if self.config.variation and RGB in self.config.modalities and all(
+                f.registered and f.rgb is not None for f in frames):
+            from . import aligned
+            inputs = [self._aligned_inputs(f, self._images(f, {})) for f in frames]
+            found = aligned.teach([i for i, _ in inputs], [fg for _, fg in inputs],
+                                  self._quantile())
+            if found is not None:
+                self._aligned[stream] = found
 
     def _memory_entry(self, feat: torch.Tensor) -> torch.Tensor:
         """(C, h, w) features of a part -> the (patches, C) rows kept for it in memory."""
@@ -428,8 +444,48 @@ class Detector:
             cmaps[m] = cmap
             cscores[m] = float(sc.topk_mean(sc.inner(cmap, margin)))
         timings["scoring"] = (time.perf_counter() - t0) * 1e3
+        if frame.stream in self._aligned and frame.registered and RGB in used:
+            self._score_aligned(self._aligned[frame.stream], frame, images, cmaps, cscores,
+                                timings)
         return dict(used=used, feats=feats, images=images, cmaps=cmaps, cscores=cscores,
                     raw=raw_scores, confident=confident)
+
+    def _aligned_inputs(self, frame: Frame, images: Dict[str, torch.Tensor]) -> tuple:
+        """(modality images for the variation models, (S, S) foreground): RGB as luminance
+        bands (robustly normalised, so global lighting changes between parts cancel out), the
+        other modalities as the feature extractors see them; the foreground from the colour
+        image, whose outline is sharpest."""
+        from .registration import frame_foreground
+
+        S = int(self.config.image_size)
+        rgb = np.asarray(frame.rgb)
+        if rgb.dtype != np.uint8:
+            rgb = (np.clip(np.nan_to_num(rgb.astype(np.float32)), 0, 1) * 255).astype(np.uint8)
+        colour = to_three_channels(rgb, S)
+        out = {m: v for m, v in images.items() if m != RGB}
+        out[RGB] = rgb_image(rgb, S)
+        return out, frame_foreground(rgb=colour)
+
+    def _score_aligned(self, stream, frame, images, cmaps, cscores, timings) -> None:
+        """Fold the aligned comparison into the modality scores (in place): per modality the
+        image score is Stouffer's sum of the feature memory's and the variation model's
+        calibrated scores (both ~N(0, 1) on normal parts) and the map the larger of the two."""
+        from . import aligned
+        from .variation import image_score
+
+        t0 = time.perf_counter()
+        maps = aligned.inspect(stream.models, *self._aligned_inputs(frame, images))
+        for m, dev in maps.items():
+            if m not in cmaps:
+                continue
+            st = stream.stats[m]
+            c_var = (image_score(dev) - st.loc) / st.scale
+            cscores[m] = (cscores[m] + c_var) / np.sqrt(2.0)
+            # on the feature grid, keeping each cell's peak (the image score is a peak too)
+            d = torch.from_numpy(np.ascontiguousarray(dev, np.float32)).to(cmaps[m].device)
+            small = F.adaptive_max_pool2d(d[None, None], cmaps[m].shape)[0, 0]
+            cmaps[m] = torch.maximum(cmaps[m], (small - st.loc) / st.scale)
+        timings["aligned"] = (time.perf_counter() - t0) * 1e3
 
     def _evidence(self, scored: dict, frame: Frame) -> torch.Tensor:
         """(IN_CH, h, w) grounding evidence from the scored frame."""

@@ -91,6 +91,8 @@ class RegistrationConfig:
     max_shift: float = 0.03
     n_peaks: int = 3
     select_by_ncc: bool = False
+    #: next-best poses kept in `Registration.alternatives` (at least 5 degrees apart)
+    n_alternatives: int = 2
     min_quality: float = 0.3
 
 
@@ -268,6 +270,10 @@ class Registration:
     quality: NCC in [-1, 1] of the aligned pair inside the foreground.
     ok: quality >= the configured minimum; when False do not trust the alignment.
     shape: (H, W) of the reference grid; query_shape: (H, W) of the query.
+    alternatives: the next-best candidate poses (`register`), best first, each a
+    Registration of its own: a near-symmetric part (a capsule turned by 180 degrees, a gear
+    one tooth on) matches in several poses with almost the same NCC, and a caller comparing
+    the aligned images can take the pose in which the part looks most normal.
     """
 
     matrix: np.ndarray
@@ -278,6 +284,7 @@ class Registration:
     ok: bool
     shape: Tuple[int, int]
     query_shape: Tuple[int, int]
+    alternatives: tuple = ()
 
     @classmethod
     def identity(cls, shape, quality: float = float("nan"), ok: bool = False) -> "Registration":
@@ -628,13 +635,25 @@ def register(query, template: RegistrationTemplate, mask: Optional[np.ndarray] =
             q2 = ncc(m2)
             if q2 >= quality:
                 quality, m_w, angle = q2, m2, angle + delta
-    # back to full-resolution pixels: reference px = K_r^-1 M_w K_q query px
-    full = np.linalg.inv(kr) @ m_w @ kq
-    quality = float(quality) if np.isfinite(quality) else -1.0
-    scale = float(np.sqrt(abs(np.linalg.det(full[:2, :2]))))
-    return Registration(full, float(((angle + 180.0) % 360.0) - 180.0), scale,
-                        (float(full[0, 2]), float(full[1, 2])), quality,
-                        bool(quality >= cfg.min_quality), tuple(ref.shape), tuple(q.shape))
+    def full_res(m, angle, quality, alternatives=()):
+        # back to full-resolution pixels: reference px = K_r^-1 M_w K_q query px
+        full = np.linalg.inv(kr) @ m @ kq
+        quality = float(quality) if np.isfinite(quality) else -1.0
+        scale = float(np.sqrt(abs(np.linalg.det(full[:2, :2]))))
+        return Registration(full, float(((angle + 180.0) % 360.0) - 180.0), scale,
+                            (float(full[0, 2]), float(full[1, 2])), quality,
+                            bool(quality >= cfg.min_quality), tuple(ref.shape),
+                            tuple(q.shape), tuple(alternatives))
+
+    # the next-best candidates at other angles (by their NCC, not refined)
+    others, seen = [], [angle]
+    for _, score, m, a, _ in sorted(cands, key=lambda c: -2.0 if np.isnan(c[1]) else -c[1]):
+        if len(others) == cfg.n_alternatives:
+            break
+        if all(abs((a - b + 180.0) % 360.0 - 180.0) > 5.0 for b in seen):
+            seen.append(a)
+            others.append(full_res(m, a, score))
+    return full_res(m_w, angle, quality, others)
 
 
 def register_images(query, reference, query_mask=None, reference_mask=None,

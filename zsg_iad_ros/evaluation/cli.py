@@ -45,6 +45,9 @@ def _offline_args(p: argparse.ArgumentParser) -> None:
                    help="detector input size [px] (default: the detector's own)")
     p.add_argument("--fusion", choices=("stouffer", "max"), default=None,
                    help="how modality scores combine (default: the detector's own, stouffer)")
+    p.add_argument("--variation", action="store_true",
+                   help="with --references: also compare each part in register with them "
+                        "(variation model; pixel-registered frames of one product)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +144,8 @@ def detector_options(args: argparse.Namespace) -> dict:
     out = {"backbone": args.backbone, "device": args.device}
     out.update({k: v for k, v in (("image_size", args.image_size), ("fusion", args.fusion))
                 if v is not None})
+    if args.variation:
+        out["variation"] = True
     return out
 
 

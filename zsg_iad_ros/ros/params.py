@@ -118,6 +118,10 @@ INSPECTION_PARAMS = (
     ParamSpec("score_margin", 0.0625,
               "image border left out of the part's score, per side [fraction of the image side];"
               " 0 where defects may lie at the very frame edge", True, range=(0.0, 0.49)),
+    ParamSpec("variation", False,
+              "compare each part in register with the taught references (variation model): for "
+              "a stream of one product in any pose, with 2+ references; sees missing or shifted"
+              " material that patch memory cannot; about 50 ms more per part", True),
     # outputs
     ParamSpec("publish_overlay", True, "publish inspection/overlay (rgb8)"),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", True,
@@ -149,5 +153,6 @@ def detector_config_dict(p: dict) -> dict:
         "memory_size": p["memory_size"],
         "min_region_area_px": p["min_region_area_px"],
         "score_margin": p["score_margin"],
+        "variation": p["variation"],
         "grounding_weights": p["grounding_weights"] or None,
     }

@@ -1,0 +1,112 @@
+"""Aligned comparison for the detector: each part is registered to the pose of its stream's
+references and compared pixel by pixel with their variation model (`variation.py`,
+docs/ALIGNMENT.md), as inspection cells do for one product in any pose.
+
+No ROS here. The feature memory compares each patch with look-alike patches anywhere on the
+references, so a missing tooth or a shifted cap, whose patches all look normal, passes; the
+variation model compares every pixel with the same place on the aligned references. Its map is
+calibrated like a feature-memory map: each reference against a model of the others
+(leave-one-out) gives the normal scores whose median / MAD set loc / scale, so normal parts
+score about N(0, 1) and the detector fuses it with the feature memory's score.
+
+Only for pixel-registered frames (one registration on the RGB image serves every modality),
+object streams (a texture has no pose to align: `is_texture` on the references decides) and
+2 or more references (one cannot calibrate itself).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .frame import RGB
+from .scoring import ScoreStats
+from .variation import VariationConfig, VariationModel, image_score
+
+
+#: floor of the scale of a variation model's image score [spread units]
+SCALE_FLOOR = 1.0
+
+
+@dataclass
+class AlignedStream:
+    """Per stream: one variation model per modality (all in the RGB model's pose) and the
+    calibration of each model's image score."""
+
+    models: Dict[str, VariationModel]
+    stats: Dict[str, ScoreStats]
+
+
+def _build(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray], kind: Optional[str],
+           config: VariationConfig) -> Optional[Dict[str, VariationModel]]:
+    """Models of every modality the references share; None for a texture stream."""
+    rgb = VariationModel.teach([im[RGB] for im in images], masks=fgs, kind=kind, config=config)
+    if rgb.kind == "texture":
+        return None
+    models = {RGB: rgb}
+    for m in images[0]:
+        if m != RGB and all(m in im for im in images):
+            models[m] = VariationModel.teach(
+                [im[m] for im in images], masks=fgs, signals=[im[RGB] for im in images],
+                registrations=rgb.ref_registrations, medoid=rgb.medoid, kind=rgb.kind,
+                config=config)
+    return models
+
+
+def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
+            foreground: np.ndarray) -> Dict[str, np.ndarray]:
+    """{modality: (H, W) deviation map in spread units} of one part's modality images
+    ({modality: (C, H, W) tensor or (H, W, C) array}, the RGB one required) and its (H, W)
+    foreground, registered once on the RGB image; empty when the registration fails (the caller
+    keeps its unaligned maps)."""
+    best = models[RGB].register(images[RGB], foreground)
+    # A near-symmetric part matches in several poses (a capsule turned by 180 degrees, a gear
+    # one tooth on) with almost the same NCC: the pose in which the part deviates least from
+    # the models (deviations summed over modalities, all in spread units) is taken, so an
+    # ambiguous match cannot make a good part look defective, while a real defect deviates in
+    # every pose.
+    out, low = {}, np.inf
+    for reg in (best,) + tuple(a for a in best.alternatives if a.ok):
+        maps = {}
+        for m, model in models.items():
+            if m in images:
+                ins = model.inspect(images[m], mask=foreground, registration=reg)
+                if ins.fallback:
+                    break
+                maps[m] = ins.map
+        else:
+            total = sum(image_score(v) for v in maps.values())
+            if total < low:
+                out, low = maps, total
+    return out
+
+
+def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quantile: float,
+          config: Optional[VariationConfig] = None) -> Optional[AlignedStream]:
+    """Variation models and their calibration from the modality images and (H, W) foregrounds
+    of 2..8 known-good, pixel-registered parts of one stream. None when the stream cannot be
+    compared in register (fewer than 2 references, no RGB image to register on, a texture).
+
+    quantile: the per-modality quantile the detector's threshold sits at (widens the scale for
+    few references, as for the feature memory: `ScoreStats.of_scores`)."""
+    cfg = config or VariationConfig()
+    n = len(images)
+    if n < 2 or any(RGB not in im for im in images):
+        return None
+    fgs = list(foregrounds)
+    models = _build(images, fgs, None, cfg)
+    if models is None:
+        return None
+    kind = models[RGB].kind
+    loo: Dict[str, List[float]] = {m: [] for m in models}
+    for i in range(n):
+        rest = [j for j in range(n) if j != i]
+        others = _build([images[j] for j in rest], [fgs[j] for j in rest], kind, cfg)
+        for m, dev in inspect(others, images[i], fgs[i]).items():
+            loo[m].append(image_score(dev))
+    # Deviations are in units of the models' per-pixel spread: a few references cannot show
+    # that normal parts' peaks agree more closely than that unit, hence its floor on the scale.
+    stats = {m: ScoreStats.of_scores(v, quantile=quantile, min_abs_scale=SCALE_FLOOR)
+             for m, v in loo.items() if v}
+    return AlignedStream({m: models[m] for m in stats}, stats) if stats else None
