@@ -13,7 +13,8 @@ Sections
 - synthetic_design: the object categories of the same split (gear, capsule) with one design
   per category, in any pose: the parts of one product as a cell sees them (the synthetic
   section's parts are each a design of their own). With --aligned, the synthetic sections'
-  teach-mode runs are repeated with the aligned comparison (variation model) on.
+  teach-mode runs are repeated with the aligned comparison (variation model) on, and the
+  latency section times it on a gear of one design.
 - mulsen: MulSen-AD object level (RGB + infrared + 3D scan, not pixel-aligned: pixel metrics
   in the RGB frame only), with 0 known-good references and with --references known-good
   references per category (teach mode), averaged over --draws random draws.
@@ -68,7 +69,8 @@ def parse_args(argv=None):
                         "(values parsed as JSON where they can be)")
     p.add_argument("--aligned", action="store_true",
                    help="synthetic sections with references: also score the main backbone with "
-                        "the aligned comparison (variation=True) on the same parts and draws")
+                        "the aligned comparison (variation=True) on the same parts and draws; "
+                        "latency: also time it, and without it, on a gear of one design")
     p.add_argument("--ablate-real", action="store_true",
                    help="also ablate modalities on MulSen with references (slow)")
     p.add_argument("--max-per-type", type=int, default=0,
@@ -165,16 +167,17 @@ def run_magnetic_tile(args, factory, samples):
 
 
 # ---------------------------------------------------------------------------------------------
-def latency_on(device: str, args, frames, references=(), backbone=None) -> dict:
+def latency_on(device: str, args, frames, references=(), backbone=None, **config) -> dict:
     """Per-stage latency and peak memory of one detector on `device` over a stream of frames,
-    after teaching it `references` (known-good frames) when given."""
+    after teaching it `references` (known-good frames) when given; `config`: further
+    DetectorConfig fields."""
     import torch
 
     from zsg_iad_ros.core.detector import Detector, DetectorConfig
     from zsg_iad_ros.evaluation.metrics import latency_percentiles
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    det = Detector(DetectorConfig(backbone=backbone or args.backbone, device=device))
+    det = Detector(DetectorConfig(backbone=backbone or args.backbone, device=device, **config))
     if references:
         det.teach(list(references))
     if det.device.type == "cuda":
@@ -226,6 +229,16 @@ def run_latency(args):
            "cpu": latency_on("cpu", args, frames)}
     if refs:
         out[f"cpu, {len(refs)} references"] = latency_on("cpu", args, frames, refs)
+    if refs and args.aligned:
+        # the aligned comparison needs parts of one product (an object): one gear design
+        design = [generate_sample("gear", "good", 10_000 + i, size=256, design=1).frame
+                  for i in range(n)]
+        taught = [generate_sample("gear", "good", 20_000 + i, size=256, design=1).frame
+                  for i in range(args.references)]
+        out[f"cpu, {len(refs)} references, gear of one design"] = latency_on(
+            "cpu", args, design, taught)
+        out[f"cpu, {len(refs)} references, gear of one design, aligned"] = latency_on(
+            "cpu", args, design, taught, variation=True)
     for bb in args.compare:  # streaming latency of the compared backbones, same frames
         if bb != args.backbone:
             out[f"cpu, backbone {bb}"] = latency_on("cpu", args, frames, backbone=bb)

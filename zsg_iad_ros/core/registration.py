@@ -635,6 +635,7 @@ def register(query, template: RegistrationTemplate, mask: Optional[np.ndarray] =
             q2 = ncc(m2)
             if q2 >= quality:
                 quality, m_w, angle = q2, m2, angle + delta
+
     def full_res(m, angle, quality, alternatives=()):
         # back to full-resolution pixels: reference px = K_r^-1 M_w K_q query px
         full = np.linalg.inv(kr) @ m @ kq
