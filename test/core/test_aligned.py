@@ -65,6 +65,8 @@ def test_texture_streams_and_unregistered_frames_keep_the_feature_memory(detecto
     for det in (plain, aligned):
         det.teach(refs)
     assert "wood" not in aligned._aligned  # a texture has no pose to align
+    assert aligned.variation_status["wood"].startswith("off: a texture")
+    assert plain.variation_status == {}  # variation off: nothing to report
     part = generate_sample("wood", "good", 30).frame
     a, b = plain.detect(part, update_memory=False), aligned.detect(part, update_memory=False)
     assert a.pred_score == pytest.approx(b.pred_score) and "aligned" not in b.timings_ms
@@ -72,7 +74,10 @@ def test_texture_streams_and_unregistered_frames_keep_the_feature_memory(detecto
     loose = [dataclasses.replace(gear("good", s).frame, registered=False) for s in REF_SEEDS]
     aligned.teach(loose)
     assert "gear" not in aligned._aligned
+    assert "not pixel-registered" in aligned.variation_status["gear"]
+    aligned.teach([gear("good", REF_SEEDS[0]).frame])
+    assert aligned.variation_status["gear"] == "off: needs 2 or more references"
     aligned.teach([gear("good", s).frame for s in REF_SEEDS])
-    assert "gear" in aligned._aligned
+    assert "gear" in aligned._aligned and aligned.variation_status["gear"] == "on"
     aligned.reset("gear")
-    assert "gear" not in aligned._aligned
+    assert "gear" not in aligned._aligned and "gear" not in aligned.variation_status

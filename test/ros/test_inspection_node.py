@@ -263,3 +263,26 @@ def test_reference_bag_gives_good_parts_per_stream(tmp_path):
     write_bag(tmp_path / "bad", [generate_sample("gear", "crack", 2, size=32)])
     with pytest.raises(ValueError, match="no good part"):
         _load_reference_frames(str(tmp_path / "bad"), "default")
+
+
+def test_variation_says_per_taught_stream_whether_parts_are_compared_in_register(tmp_path):
+    """`variation: true` with a reference bag: the node teaches each stream and keeps, per
+    stream, whether the aligned comparison is on (an object of one design) or why not (a
+    texture has no pose to align)."""
+    from zsg_iad_ros.data.bags import write_bag
+    from zsg_iad_ros.data.synthetic import generate_sample
+    from zsg_iad_ros.ros.inspection_node import InspectionNode
+
+    refs = tmp_path / "refs"
+    write_bag(refs, [generate_sample("gear", "good", s, size=128, design=3) for s in (1, 2, 3)]
+              + [generate_sample("cast_metal", "good", s, size=128) for s in (1, 2, 3)])
+    node = InspectionNode(parameter_overrides=[
+        Parameter("device", value="cpu"), Parameter("sensor_type", value="xray"),
+        Parameter("reference_path", value=str(refs)), Parameter("variation", value=True)])
+    try:
+        assert node.detector.config.variation
+        status = node.detector.variation_status
+        assert status["gear"] == "on", status
+        assert status["cast_metal"].startswith("off: a texture"), status
+    finally:
+        node.destroy_node()

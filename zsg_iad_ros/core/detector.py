@@ -167,6 +167,8 @@ class Detector:
         self._force_calibrated = False
         self._streams: Dict[str, Dict[str, sc.ModalityState]] = {}
         self._aligned: Dict[str, object] = {}  # stream -> aligned.AlignedStream
+        #: per taught stream with `variation` on: "on", or why the aligned comparison is off
+        self.variation_status: Dict[str, str] = {}
         self._language = None
         if self.backbone.has_text and RGB in self.backbones:
             normal, anomalous = state_prompts("object")
@@ -220,9 +222,11 @@ class Detector:
         if stream is None:
             self._streams.clear()
             self._aligned.clear()
+            self.variation_status.clear()
         else:
             self._streams.pop(stream, None)
             self._aligned.pop(stream, None)
+            self.variation_status.pop(stream, None)
 
     def threshold_for(self, stream: str = "default") -> float:
         if self._threshold_override is not None:
@@ -287,14 +291,25 @@ class Detector:
                                                 quantile=self._quantile(),
                                                 n_independent=len(have))
             st.raw_scores.clear()
-        if self.config.variation and RGB in self.config.modalities and all(
-                f.registered and f.rgb is not None for f in frames):
-            from . import aligned
-            inputs = [self._aligned_inputs(f, self._images(f, {})) for f in frames]
-            found = aligned.teach([i for i, _ in inputs], [fg for _, fg in inputs],
-                                  self._quantile())
-            if found is not None:
-                self._aligned[stream] = found
+        if self.config.variation:
+            self.variation_status[stream] = self._teach_aligned(stream, frames)
+
+    def _teach_aligned(self, stream: str, frames: List[Frame]) -> str:
+        """Variation models of a stream's references; returns "on" or why not."""
+        from . import aligned
+
+        if RGB not in self.config.modalities or any(f.rgb is None for f in frames):
+            return "off: needs the RGB image of every reference to register on"
+        if not all(f.registered for f in frames):
+            return "off: the modalities are not pixel-registered"
+        if len(frames) < 2:
+            return "off: needs 2 or more references"
+        inputs = [self._aligned_inputs(f, self._images(f, {})) for f in frames]
+        found = aligned.teach([i for i, _ in inputs], [fg for _, fg in inputs], self._quantile())
+        if found is None:
+            return "off: a texture (the references are self-similar), no pose to align"
+        self._aligned[stream] = found
+        return "on"
 
     def _memory_entry(self, feat: torch.Tensor) -> torch.Tensor:
         """(C, h, w) features of a part -> the (patches, C) rows kept for it in memory."""

@@ -181,6 +181,12 @@ class InspectionNode(Node):
                 detector.teach(frames)
                 self.get_logger().info(f"taught {len(frames)} good parts of stream '{stream}' "
                                        f"from {self.p['reference_path']}")
+                status = detector.variation_status.get(stream)
+                # one call site per severity: rclpy refuses to change it between calls
+                if status == "on":
+                    self.get_logger().info(f"stream '{stream}': aligned comparison on")
+                elif status is not None:  # variation: true, but this stream cannot have it
+                    self.get_logger().warning(f"stream '{stream}': aligned comparison {status}")
         return detector
 
     def _make_sync(self):
