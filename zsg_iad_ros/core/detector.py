@@ -262,7 +262,8 @@ class Detector:
         n_rot = max(1, min(int(self.config.reference_rotations),
                            int(self.config.memory_size) // len(frames)))
         # feats[i][r][m]: features of reference i rotated by r * 360 / n_rot degrees
-        feats = [self._rotated_features(self._validate(f), n_rot) for f in frames]
+        rendered = [self._rotated_features(self._validate(f), n_rot) for f in frames]
+        feats = [r for _, r in rendered]
         self.reset(stream)
         state = self._stream(stream)
         for m in self.config.modalities:
@@ -292,10 +293,13 @@ class Detector:
                                                 n_independent=len(have))
             st.raw_scores.clear()
         if self.config.variation:
-            self.variation_status[stream] = self._teach_aligned(stream, frames)
+            self.variation_status[stream] = self._teach_aligned(
+                stream, frames, [images for images, _ in rendered])
 
-    def _teach_aligned(self, stream: str, frames: List[Frame]) -> str:
-        """Variation models of a stream's references; returns "on" or why not."""
+    def _teach_aligned(self, stream: str, frames: List[Frame],
+                       images: List[Dict[str, torch.Tensor]]) -> str:
+        """Variation models of a stream's references (`images`: their modality images);
+        returns "on" or why not."""
         from . import aligned
 
         if RGB not in self.config.modalities or any(f.rgb is None for f in frames):
@@ -304,7 +308,7 @@ class Detector:
             return "off: the modalities are not pixel-registered"
         if len(frames) < 2:
             return "off: needs 2 or more references"
-        inputs = [self._aligned_inputs(f, self._images(f, {})) for f in frames]
+        inputs = [self._aligned_inputs(f, im) for f, im in zip(frames, images)]
         found = aligned.teach([i for i, _ in inputs], [fg for _, fg in inputs], self._quantile())
         if found is None:
             return "off: a texture (the references are self-similar), no pose to align"
@@ -315,8 +319,9 @@ class Detector:
         """(C, h, w) features of a part -> the (patches, C) rows kept for it in memory."""
         return sc.coreset(feat.flatten(1).T.contiguous(), int(self.config.memory_patches))
 
-    def _rotated_features(self, frame: Frame, n_rot: int) -> list:
-        """[features of the frame's modality images rotated by k * 360 / n_rot degrees]."""
+    def _rotated_features(self, frame: Frame, n_rot: int) -> tuple:
+        """(the frame's modality images, [their features rotated by k * 360 / n_rot
+        degrees])."""
         _, images = self._features(frame, {})
         out = []
         for k in range(n_rot):
@@ -326,7 +331,7 @@ class Detector:
                 a = 2 * np.pi * k / n_rot
                 rot = {m: _rotate(img, a) for m, img in images.items()}
             out.append(self._extract(rot))
-        return out
+        return images, out
 
     def _extract(self, images: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """{modality: (C, h, w) features} of modality images, one batch per backbone, each patch
@@ -386,9 +391,7 @@ class Detector:
         t0 = time.perf_counter()
         images = {}
         if RGB in use:
-            rgb = np.asarray(frame.rgb)
-            if rgb.dtype != np.uint8:
-                rgb = np.clip(np.nan_to_num(rgb.astype(np.float32)), 0, 1)
+            rgb = _rgb_array(frame)
             # The built-in network was trained on luminance bands; the others see the colours
             # (ImageNet networks were trained on photos; patch statistics count colour changes).
             if isinstance(self.backbones[RGB], BuiltinBackbone):
@@ -473,12 +476,14 @@ class Detector:
         from .registration import frame_foreground
 
         S = int(self.config.image_size)
-        rgb = np.asarray(frame.rgb)
-        if rgb.dtype != np.uint8:
-            rgb = (np.clip(np.nan_to_num(rgb.astype(np.float32)), 0, 1) * 255).astype(np.uint8)
-        colour = to_three_channels(rgb, S)
+        rgb = _rgb_array(frame)
+        # one of the two renderings is the feature extractor's own (`_images`)
+        if isinstance(self.backbones[RGB], BuiltinBackbone):
+            colour, bands = to_three_channels(rgb, S), images[RGB]
+        else:
+            colour, bands = images[RGB], rgb_image(rgb, S)
         out = {m: v for m, v in images.items() if m != RGB}
-        out[RGB] = rgb_image(rgb, S)
+        out[RGB] = bands
         return out, frame_foreground(rgb=colour)
 
     def _score_aligned(self, stream, frame, images, cmaps, cscores, timings) -> None:
@@ -720,6 +725,14 @@ class Detector:
         timings["report"] = (time.perf_counter() - t0) * 1e3
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         return det
+
+
+def _rgb_array(frame: Frame) -> np.ndarray:
+    """The frame's RGB image as uint8, or float clipped to [0, 1] (NaN -> 0)."""
+    rgb = np.asarray(frame.rgb)
+    if rgb.dtype != np.uint8:
+        rgb = np.clip(np.nan_to_num(rgb.astype(np.float32)), 0, 1)
+    return rgb
 
 
 def _rotate(img: torch.Tensor, angle: float) -> torch.Tensor:
