@@ -114,6 +114,16 @@ def test_mobilenetv2_strict_load_layers_and_planted_blob(mobilenet):
     _assert_blob_is_local((f[1] - f[0]).norm(dim=0))
 
 
+def test_batch_norms_folded_into_convolutions_change_nothing(mobilenet, monkeypatch):
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in mobilenet.net.modules())
+    monkeypatch.setattr(P, "fuse_batch_norms", lambda net: net)
+    plain = P.MobileNetV2Backbone()
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.net.modules())
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    a, b = mobilenet.features(x), plain.features(x)
+    assert float((a - b).abs().max()) <= 1e-4 * float(b.abs().max())
+
+
 def test_layer_normalisation_and_bad_arguments(mobilenet):
     bb = P.MobileNetV2Backbone(CPU, layers=[3, 6, 13], normalise="layer")
     f = bb.features(_texture()[:1, :, :200, :200])  # not a multiple of 8: ceil(200 / 8) = 25
