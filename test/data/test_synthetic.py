@@ -189,6 +189,32 @@ def test_one_design_keeps_the_shape_and_changes_the_pose():
     assert void.gt_mask.any() and not np.array_equal(void.frame.sensor, same[1].frame.sensor)
 
 
+def _axis_deg(mask: np.ndarray) -> float:
+    """Orientation of a mask's long axis (second moments), degrees in [0, 180)."""
+    v, u = np.nonzero(mask)
+    du, dv = u - u.mean(), v - v.mean()
+    return float(np.degrees(0.5 * np.arctan2(2 * (du * dv).mean(),
+                                             (du * du).mean() - (dv * dv).mean())) % 180)
+
+
+def test_a_fixed_angle_turns_the_same_part():
+    parts = {a: generate_sample("capsule", "good", 5, size=128, design=3, angle_deg=a)
+             for a in (0.0, 30.0, 90.0)}
+    masks = {a: np.isfinite(p.frame.points[..., 2]) & (p.frame.points[..., 2] < np.nanmedian(
+        p.frame.points[..., 2]) - 3e-3) for a, p in parts.items()}
+    areas = [int(m.sum()) for m in masks.values()]
+    assert max(areas) / min(areas) < 1.03
+    for a in (30.0, 90.0):  # the long axis turns by the angle asked for
+        turn = (_axis_deg(masks[a]) - _axis_deg(masks[0.0])) % 180
+        assert min(abs(turn - a), 180 - abs(turn - a)) < 3.0, (a, turn)
+    assert parts[30.0].sample_id.endswith("/design3/angle30")
+    # a defect and its twin share the angle
+    crack = generate_sample("capsule", "crack", 5, size=128, design=3, angle_deg=30.0)
+    assert crack.gt_mask.any() and (crack.gt_mask & ~masks[30.0]).sum() < crack.gt_mask.sum()
+    with pytest.raises(ValueError, match="angle_deg"):
+        generate_sample("capsule", "good", 5, size=64, angle_deg=30.0)  # no design
+
+
 def test_surfaces_have_no_design():
     a = generate_sample("wood", "good", 4, size=64, design=7)
     b = generate_sample("wood", "good", 4, size=64)

@@ -597,10 +597,14 @@ def _rot(dx, dy, a):
     return c * dx - s * dy, s * dx + c * dy
 
 
-def _place(pieces: List["_Piece"], rng, g, jitter: float = 0.04) -> List["_Piece"]:
-    """The pieces of one design turned by a random angle about their first piece (the body)
-    and moved so that it lies near the image centre: one product in another pose."""
-    th = float(rng.uniform(0, 2 * np.pi))
+def _place(pieces: List["_Piece"], rng, g, jitter: float = 0.04,
+           angle_deg: Optional[float] = None) -> List["_Piece"]:
+    """The pieces of one design turned by a random angle (or `angle_deg`) about their first
+    piece (the body) and moved so that it lies near the image centre: one product in another
+    pose."""
+    th = float(rng.uniform(0, 2 * np.pi))  # drawn either way: the shift stays the seed's
+    if angle_deg is not None:
+        th = math.radians(float(angle_deg))
     cu, cv = g.size / 2 + rng.normal(0, jitter * g.size, 2)
     u0, v0 = pieces[0].cu, pieces[0].cv
     out = []
@@ -793,8 +797,8 @@ _OBJECTS = {"bottle": _build_bottle, "capsule": _build_capsule, "gear": _build_g
             "bracket": _build_bracket, "hex_nut": _build_hex_nut}
 
 
-def _scene(category: str, seed: int, g: _Grid, design: Optional[int] = None
-           ) -> Tuple[_Scene, dict]:
+def _scene(category: str, seed: int, g: _Grid, design: Optional[int] = None,
+           angle_deg: Optional[float] = None) -> Tuple[_Scene, dict]:
     rng = _rng("scene", category, seed)
     t_amb = float(rng.uniform(293.0, 298.0))
     table = _tex_table(rng, g)
@@ -804,7 +808,7 @@ def _scene(category: str, seed: int, g: _Grid, design: Optional[int] = None
             # Shape from the design, surface finish (textures) from this part; drawn after the
             # part's own pieces so the rest of the scene is the same as without a design.
             shape, _ = _OBJECTS[category](_rng("design", category, design), g)
-            pieces = _place(shape, _rng("pose", category, seed), g)
+            pieces = _place(shape, _rng("pose", category, seed), g, angle_deg=angle_deg)
     else:
         pieces, textures = _build_surface(category, rng, g)
     t_part = _part_temperature(rng, g, t_amb)
@@ -1234,18 +1238,22 @@ def _describe(spec: DefectSpec, category: str, sensor_type: str, mask, part, inf
 
 # ----------------------------------------------------------------------------- public API
 def generate_sample(category: str, defect_type: str, seed: int, size: int = 256,
-                    sensor_type: Optional[str] = None, design: Optional[int] = None) -> Sample:
+                    sensor_type: Optional[str] = None, design: Optional[int] = None,
+                    angle_deg: Optional[float] = None) -> Sample:
     """Render one part with (or without, defect_type='good') a planted defect.
 
-    Deterministic in (category, defect_type, seed, size, sensor_type, design). The defect-free
-    twin of a defective sample is `generate_sample(category, 'good', seed, size, sensor_type,
-    design)`.
+    Deterministic in (category, defect_type, seed, size, sensor_type, design, angle_deg). The
+    defect-free twin of a defective sample is `generate_sample(category, 'good', seed, size,
+    sensor_type, design, angle_deg)`.
 
     design: None (default): every seed is a part of its own design (dimensions, tooth count,
     colours drawn from the seed), the families of the zero-shot splits. A number, for object
     categories: the shape comes from that design and the seed sets only the pose (any rotation,
     a small shift), surface finish, lighting and noise: the parts of one product as a cell
     sees them. Surface categories (a texture or a board filling the view) ignore it.
+    angle_deg: with a design, the pose angle [degrees] instead of a random one (the seed still
+    sets the small shift, finish, lighting and noise): a part held in a fixture, or one part
+    turned through a sweep of angles.
 
     Returns a `Sample` whose frame holds rgb (H, W, 3) uint8, sensor (H, W) float32 [K for
     thermal, transmitted intensity for X-ray], points (H, W, 3) float32 [m, camera optical
@@ -1273,7 +1281,10 @@ def generate_sample(category: str, defect_type: str, seed: int, size: int = 256,
     seed = int(seed)
     g = _grid(size)
     design = int(design) if design is not None and category in _OBJECTS else None
-    scene, light = _scene(category, seed, g, design)
+    if angle_deg is not None and (design is None or not np.isfinite(float(angle_deg))):
+        raise ValueError("angle_deg needs a design (an object category) and a finite angle, "
+                         f"got angle_deg={angle_deg!r}, design={design!r}")
+    scene, light = _scene(category, seed, g, design, angle_deg)
     clean = _composite(scene, g)
     lay, shade_h, info = clean, clean.height, {}
     masks = {m: np.zeros((size, size), bool) for m in (RGB, SENSOR, GEOMETRY)}
@@ -1322,7 +1333,8 @@ def generate_sample(category: str, defect_type: str, seed: int, size: int = 256,
     return Sample(frame=frame, label=int(spec is not None), category=category,
                   defect_type=defect_type, description=description, gt_mask=gt,
                   gt_masks=masks, sample_id=f"{category}/{defect_type}/{st}/{size}/{seed}"
-                  + (f"/design{design}" if design is not None else ""))
+                  + (f"/design{design}" if design is not None else "")
+                  + (f"/angle{float(angle_deg):g}" if angle_deg is not None else ""))
 
 
 def _above(diff, absolute, relative):
