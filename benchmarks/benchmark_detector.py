@@ -19,6 +19,10 @@ Sections
   in the RGB frame only), with 0 known-good references and with --references known-good
   references per category (teach mode), averaged over --draws random draws.
 - magnetic_tile: grayscale tiles (RGB modality only), 0 references.
+- --miss-rate R: the teach-mode runs (synthetic sections, MulSen) are repeated with
+  --limit-samples known-defective parts per category and draw taught and left out of scoring,
+  at the false-alarm operating point ("_limits") and with target_miss_rate R ("_miss"), on the
+  same scored parts.
 - latency: per-stage p50/p95 over --latency-frames 256x256 frames with ~65k points after a
   warm-up, peak RSS (resource) and peak traced Python/numpy memory (tracemalloc), on the CPU and
   on CUDA when present (plus torch.cuda.max_memory_allocated).
@@ -71,6 +75,13 @@ def parse_args(argv=None):
                    help="synthetic sections with references: also score the main backbone with "
                         "the aligned comparison (variation=True) on the same parts and draws; "
                         "latency: also time it, and without it, on a gear of one design")
+    p.add_argument("--miss-rate", type=float, default=None, metavar="R",
+                   help="teach-mode runs of the main backbone (synthetic sections, MulSen): "
+                        "also run with --limit-samples known-defective parts per category and "
+                        "draw taught, at the false-alarm operating point and with "
+                        "target_miss_rate R, on the same scored parts")
+    p.add_argument("--limit-samples", type=int, default=4,
+                   help="limit samples per category and draw for --miss-rate")
     p.add_argument("--ablate-real", action="store_true",
                    help="also ablate modalities on MulSen with references (slow)")
     p.add_argument("--max-per-type", type=int, default=0,
@@ -164,6 +175,24 @@ def run_mulsen(args, factory, samples):
 def run_magnetic_tile(args, factory, samples):
     return {"magnetic_tile": evaluate_samples(samples, factory, name="Magnetic tile, 0 references",
                                               **_common(args))}
+
+
+def run_operating_points(args, backbone, samples, section) -> dict:
+    """The teach-mode run with --limit-samples known-defective parts per category and draw
+    taught (and left out of scoring), at the false-alarm operating point and with
+    target_miss_rate: both score the same parts, so their miss and false-alarm rates compare."""
+    out = {}
+    for name, extra in (("limits", {}), ("miss", {"target_miss_rate": args.miss_rate})):
+        factory = default_detector_factory(backbone=backbone, device=args.device,
+                                           **{**parse_overrides(args.set), **extra})
+        what = ("target_miss_rate %g" % args.miss_rate if extra
+                else "target_false_alarm_rate only")
+        out[f"{section}_k{args.references}_{name}"] = evaluate_samples(
+            samples, factory, references=args.references, draws=args.draws, seed=args.seed,
+            limit_samples=args.limit_samples,
+            name=f"{section}, {args.references} references + {args.limit_samples} limit samples "
+                 f"x {args.draws} draws, {what}", **_common(args))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,6 +421,9 @@ def main(argv=None) -> int:
                     else:
                         run = {"mulsen": run_mulsen, "magnetic_tile": run_magnetic_tile}[
                             section](args, factory, samples)
+                    if (args.miss_rate is not None and args.references > 0
+                            and bb == args.backbone and section != "magnetic_tile"):
+                        run.update(run_operating_points(args, bb, samples, section))
                     for name, rec in run.items():
                         if cf is not None:
                             rec["baselines"] = {"content-free map": cf}

@@ -45,12 +45,16 @@ class ContrastScorer:
     def __init__(self, modalities):
         self.modalities = modalities
         self.taught = []
+        self.limits = []
         self.model_id = "contrast-test-double"
         self.device = "cpu"
         ContrastScorer.instances.append(self)
 
     def teach(self, frames):
         self.taught.append([f.stream for f in frames])
+
+    def teach_defects(self, frames):
+        self.limits.append(list(frames))
 
     def detect(self, frame):
         maps = {}
@@ -127,6 +131,42 @@ def test_teach_mode_excludes_references_and_averages_draws(samples):
     assert all(len(s) == 20 for s in scored) and len({frozenset(s) for s in scored}) > 1
     with pytest.raises(ValueError, match="needs at least 7"):
         evaluate_samples(samples, ContrastScorer, references=7, progress_every=0)
+
+
+def test_limit_samples_are_taught_after_the_references_and_not_scored(samples):
+    ContrastScorer.instances.clear()
+    plain = evaluate_samples(samples, ContrastScorer, references=2, draws=2, progress_every=0)
+    ContrastScorer.instances.clear()
+    rec = evaluate_samples(samples, ContrastScorer, references=2, draws=2, limit_samples=2,
+                           progress_every=0)
+    assert rec["protocol"]["limit_samples"] == 2
+    for det in ContrastScorer.instances:  # per draw: 2 defective parts of each category
+        assert len(det.limits) == 2 and all(len(x) == 2 for x in det.limits)
+        assert sorted({f.stream for x in det.limits for f in x}) == ["plate", "tile"]
+    by_id = {s.frame.rgb.tobytes(): s for s in samples}
+    for draw, det in zip(rec["runs"]["all"].draws, ContrastScorer.instances):
+        taught = [by_id[f.rgb.tobytes()] for x in det.limits for f in x]
+        assert all(s.label == 1 for s in taught)
+        assert not {s.sample_id for s in taught} & {r.sample_id for r in draw}  # not scored
+    # the references are those of the run without limit samples: paired comparisons
+    for a, b in zip(plain["runs"]["all"].draws, rec["runs"]["all"].draws):
+        assert {r.sample_id for r in b} < {r.sample_id for r in a}
+        assert len({r.sample_id for r in a}) - len({r.sample_id for r in b}) == 4
+    with pytest.raises(ValueError, match="references"):
+        evaluate_samples(samples, ContrastScorer, limit_samples=2, progress_every=0)
+    with pytest.raises(ValueError, match="defective samples"):
+        evaluate_samples(samples, ContrastScorer, references=2, limit_samples=6,
+                         progress_every=0)
+
+
+def test_cli_checks_the_operating_point_options(tmp_path, capsys):
+    for args in (["--limit-samples", "2"], ["--references", "2", "--target-miss-rate", "0.1"],
+                 ["--references", "2", "--limit-samples", "2", "--target-miss-rate", "1.5"],
+                 ["--references", "2", "--limit-samples", "2", "--workers", "2"]):
+        with pytest.raises(SystemExit) as e:
+            cli_main(["offline", str(tmp_path), "--out", str(tmp_path / "o")] + args)
+        assert e.value.code != 0
+    assert "--limit-samples" in capsys.readouterr().err
 
 
 def test_pixel_metrics_skip_samples_without_gt_and_unregistered_fused_maps(samples):

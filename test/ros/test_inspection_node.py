@@ -247,22 +247,51 @@ def test_report_message_content_is_consistent(make_graph):
     assert json.loads(r.report_json)["schema_version"] == r.report_schema_version
 
 
-def test_reference_bag_gives_good_parts_per_stream(tmp_path):
+def test_reference_bag_gives_good_and_defective_parts_per_stream(tmp_path):
     from zsg_iad_ros.data.bags import write_bag
     from zsg_iad_ros.data.synthetic import generate_sample
     from zsg_iad_ros.ros.inspection_node import _load_reference_frames
     samples = [generate_sample(c, d, k, size=32) for c in ("gear", "capsule")
                for d, k in (("good", 1), ("crack", 2), ("good", 3))]
     write_bag(tmp_path / "ref", samples)
-    by_stream = _load_reference_frames(str(tmp_path / "ref"), "default", limit=8)
-    assert {s: len(f) for s, f in by_stream.items()} == {"gear": 2, "capsule": 2}
-    assert all(f.stream == s for s, frames in by_stream.items() for f in frames)
-    assert len(_load_reference_frames(str(tmp_path / "ref"), "default", limit=1)["gear"]) == 1
+    good, defective = _load_reference_frames(str(tmp_path / "ref"), "default", limit=8)
+    assert {s: len(f) for s, f in good.items()} == {"gear": 2, "capsule": 2}
+    assert {s: len(f) for s, f in defective.items()} == {"gear": 1, "capsule": 1}
+    assert all(f.stream == s for s, frames in good.items() for f in frames)
+    assert len(_load_reference_frames(str(tmp_path / "ref"), "default", limit=1)[0]["gear"]) == 1
     with pytest.raises(FileNotFoundError, match="reference_path"):
         _load_reference_frames(str(tmp_path / "none"), "default")
     write_bag(tmp_path / "bad", [generate_sample("gear", "crack", 2, size=32)])
     with pytest.raises(ValueError, match="no good part"):
         _load_reference_frames(str(tmp_path / "bad"), "default")
+
+
+def test_limit_samples_in_the_reference_bag_set_the_miss_rate_operating_point(tmp_path):
+    """`target_miss_rate` with known-defective parts in the reference bag: the node teaches
+    them after the good parts; the stream's threshold drops to the weakest of them and the
+    operating point is published; without defective parts the stream keeps its threshold."""
+    from zsg_iad_ros.data.bags import write_bag
+    from zsg_iad_ros.data.synthetic import generate_sample
+    from zsg_iad_ros.ros.inspection_node import InspectionNode
+
+    refs = tmp_path / "refs"
+    write_bag(refs, [generate_sample("gear", "good", s, size=128, design=7)
+                     for s in range(100, 104)]
+              + [generate_sample("gear", "void", s, size=128, design=7) for s in range(300, 304)]
+              + [generate_sample("capsule", "good", s, size=128, design=7) for s in (1, 2)])
+    node = InspectionNode(parameter_overrides=[
+        Parameter("device", value="cpu"), Parameter("sensor_type", value="xray"),
+        Parameter("reference_path", value=str(refs)), Parameter("target_miss_rate", value=0.2)])
+    try:
+        det = node.detector
+        assert det.config.target_miss_rate == 0.2
+        gear, capsule = det.operating_point("gear"), det.operating_point("capsule")
+        assert gear["limit_samples"] == 4 and gear["threshold"] < gear["false_alarm_threshold"]
+        assert det.threshold_for("gear") == gear["threshold"]
+        assert capsule["limit_samples"] == 0
+        assert det.threshold_for("capsule") == capsule["false_alarm_threshold"]
+    finally:
+        node.destroy_node()
 
 
 def test_variation_says_per_taught_stream_whether_parts_are_compared_in_register(tmp_path):

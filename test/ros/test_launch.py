@@ -22,8 +22,8 @@ LAUNCH = ROOT / "launch" / "inspect.launch.py"
 SHARE = str(ROOT)  # laid out as the installed share/zsg_iad_ros: config/, launch/
 CELL_SETTINGS = ("namespace", "params_file", "fastdds_profile", "with_reject_gate",
                  "registered", "sensor_type", "device", "backbone", "reference_path",
-                 "threshold", "rgb_topic", "sensor_topic", "depth_topic", "camera_info_topic",
-                 "input_qos_reliability")
+                 "target_miss_rate", "threshold", "rgb_topic", "sensor_topic", "depth_topic",
+                 "camera_info_topic", "input_qos_reliability")
 DEFAULTS = {s.name: s.default for s in INSPECTION_PARAMS}
 
 

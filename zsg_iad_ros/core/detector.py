@@ -55,6 +55,10 @@ class DetectorConfig:
     threshold: Optional[float] = None  # fixed decision threshold on pred_score; None -> calibrated
     #: per part; 0.05 by default: a cell re-checks a flagged good part rather than ship a defect
     target_false_alarm_rate: float = 0.05
+    #: the alternative operating point: with known-defective parts of a stream taught
+    #: (`teach_defects`, the limit samples a cell keeps), its threshold is lowered until at
+    #: most this share of such parts would pass (never raised). None: off
+    target_miss_rate: Optional[float] = None
     min_region_area_px: int = 16
     modalities: tuple = ("rgb", "sensor", "geometry")
     #: fusion of the modalities' calibrated scores: 'stouffer' (sum / sqrt(n)) | 'max'
@@ -127,6 +131,9 @@ class DetectorConfig:
             raise ValueError(f"threshold must be in [0, 1] or None, got {self.threshold}")
         if not 0.0 < float(self.target_false_alarm_rate) < 0.5:
             raise ValueError("target_false_alarm_rate must be in (0, 0.5)")
+        if self.target_miss_rate is not None and not 0.0 < float(self.target_miss_rate) < 1.0:
+            raise ValueError(f"target_miss_rate must be in (0, 1) or None, got "
+                             f"{self.target_miss_rate}")
         if self.grounding_weight is not None and not 0.0 <= float(self.grounding_weight) <= 1.0:
             raise ValueError("grounding_weight must be in [0, 1]")
         if int(self.memory_patches) < 0:
@@ -167,6 +174,8 @@ class Detector:
         self._force_calibrated = False
         self._streams: Dict[str, Dict[str, sc.ModalityState]] = {}
         self._aligned: Dict[str, object] = {}  # stream -> aligned.AlignedStream
+        #: stream -> pred_scores of its taught known-defective parts (`teach_defects`)
+        self._limit_scores: Dict[str, List[float]] = {}
         #: per taught stream with `variation` on: "on", or why the aligned comparison is off
         self.variation_status: Dict[str, str] = {}
         self._language = None
@@ -223,19 +232,47 @@ class Detector:
             self._streams.clear()
             self._aligned.clear()
             self.variation_status.clear()
+            self._limit_scores.clear()
         else:
             self._streams.pop(stream, None)
             self._aligned.pop(stream, None)
             self.variation_status.pop(stream, None)
+            self._limit_scores.pop(stream, None)
 
     def threshold_for(self, stream: str = "default") -> float:
+        """Decision threshold on pred_score: fixed (set_threshold / config), else calibrated
+        for target_false_alarm_rate, lowered for target_miss_rate where the stream has taught
+        limit samples (`operating_point`)."""
         if self._threshold_override is not None:
             return self._threshold_override
         if self.config.threshold is not None and not self._force_calibrated:
             return float(self.config.threshold)
-        n = len(self.config.modalities)
-        return sc.squash(sc.calibrated_threshold(self.config.target_false_alarm_rate, n,
-                                                 self.config.fusion))
+        return self.operating_point(stream)["threshold"]
+
+    def operating_point(self, stream: str = "default") -> dict:
+        """How the calibrated threshold of a stream is set: threshold (on pred_score),
+        false_alarm_threshold (the one for target_false_alarm_rate), limit_samples (taught
+        known-defective parts), miss_threshold and miss_rate_bound (with target_miss_rate and
+        limit samples: the threshold that lets at most that share of such parts pass, and the
+        miss rate it can promise for a new defect like them, 1 / (n + 1) at best with n
+        samples) and false_alarm_rate (the nominal false-alarm rate at the threshold: the
+        target, or more where the threshold was lowered). A fixed threshold, when one is set,
+        is not reflected here."""
+        n_mod, fusion = len(self.config.modalities), self.config.fusion
+        far = sc.squash(sc.calibrated_threshold(self.config.target_false_alarm_rate, n_mod,
+                                                fusion))
+        limits = self._limit_scores.get(stream, [])
+        out = {"threshold": far, "false_alarm_threshold": far, "limit_samples": len(limits),
+               "miss_threshold": None, "miss_rate_bound": None,
+               "false_alarm_rate": float(self.config.target_false_alarm_rate)}
+        rate = self.config.target_miss_rate
+        if rate is not None and limits:
+            t, bound = sc.miss_rate_threshold(limits, rate)
+            out.update(miss_threshold=t, miss_rate_bound=bound)
+            if t < far:
+                out.update(threshold=t, false_alarm_rate=sc.false_alarm_rate_at(
+                    sc.unsquash(t), n_mod, fusion))
+        return out
 
     def _quantile(self) -> float:
         """Per-modality quantile of normal scores at which the small-sample factor widens each
@@ -295,6 +332,26 @@ class Detector:
         if self.config.variation:
             self.variation_status[stream] = self._teach_aligned(
                 stream, frames, [images for images, _ in rendered])
+
+    def teach_defects(self, frames: List[Frame]) -> List[float]:
+        """Score known-defective parts of one taught stream (the limit samples a cell keeps
+        to prove that inspection catches its defects) against its taught state, which they do
+        not change; with `target_miss_rate` set, the stream's threshold is then lowered until
+        at most that share of such parts would pass (`operating_point`). Returns their
+        pred_scores. Teaching the stream's good parts again forgets them."""
+        if not frames:
+            raise ValueError("teach_defects needs at least one known-defective frame")
+        streams = {f.stream for f in frames}
+        if len(streams) != 1:
+            raise ValueError(f"limit samples must belong to one stream, got {sorted(streams)}")
+        stream = frames[0].stream
+        state = self._streams.get(stream, {})
+        if not any(st.taught is not None for st in state.values()):
+            raise ValueError(f"stream {stream!r} has no taught references: teach its known-good "
+                             f"parts first (limit samples are scored against them)")
+        scores = [float(self.detect(f, update_memory=False).pred_score) for f in frames]
+        self._limit_scores[stream] = sorted(scores)
+        return scores
 
     def _teach_aligned(self, stream: str, frames: List[Frame],
                        images: List[Dict[str, torch.Tensor]]) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, List, Optional
+from typing import Deque, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -258,6 +258,27 @@ def calibrated_threshold(target_false_alarm_rate: float, n_modalities: int,
 
     Each modality's c is ~N(0, 1) on normal parts: t = Phi^-1(modality_quantile(...))."""
     return float(norm.ppf(modality_quantile(target_false_alarm_rate, n_modalities, fusion)))
+
+
+def false_alarm_rate_at(c: float, n_modalities: int, fusion: str = "stouffer") -> float:
+    """The nominal per-part false-alarm rate of a threshold c on the fused calibrated score:
+    the inverse of `calibrated_threshold`."""
+    tail = float(norm.sf(c))
+    return min(1.0, tail * max(1, n_modalities)) if fusion == "max" else tail
+
+
+def miss_rate_threshold(defect_scores, target_miss_rate: float) -> Tuple[float, float]:
+    """(threshold, bound) from the scores of n known-defective parts: a new defective part
+    exchangeable with them scores below the j-th smallest with probability j / (n + 1)
+    (distribution-free), so the j-th smallest score with j = floor(rate (n + 1)) lets at most
+    the target share pass. With fewer than 1 / rate - 1 parts no score can promise the rate:
+    the smallest is taken, and `bound` (j / (n + 1), j >= 1) says what it promises."""
+    s = np.sort(np.asarray(list(defect_scores), dtype=np.float64))
+    if s.size == 0:
+        raise ValueError("miss_rate_threshold needs at least one defect score")
+    n = s.size
+    j = max(1, int(math.floor(float(target_miss_rate) * (n + 1) + 1e-9)))
+    return float(s[j - 1]), j / (n + 1)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
   zsg-evaluate offline BAG_OR_DIR_OR_GLOB [...] --out DIR [--backbone builtin]
                [--references K --draws N] [--ablate-modalities]
+               [--limit-samples L [--target-miss-rate R]]
                [--workers N [--ray-address auto|ray://HOST:PORT]] [--stream-memory per-bag]
   zsg-evaluate live BAG --rate 2.0 --out DIR
   zsg-evaluate real --dataset mulsen|magnetic_tile --out DIR [--references K --draws N]
@@ -48,6 +49,13 @@ def _offline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variation", action="store_true",
                    help="with --references: also compare each part in register with them "
                         "(variation model; pixel-registered frames of one product)")
+    p.add_argument("--limit-samples", type=int, default=0,
+                   help="with --references: also teach L known-defective parts per category "
+                        "and draw (excluded from scoring), as a cell keeps limit samples")
+    p.add_argument("--target-miss-rate", type=float, default=None,
+                   help="with --limit-samples: lower each category's threshold until at most "
+                        "this share of its limit samples would pass (the detector's "
+                        "target_miss_rate); without it the limit samples change nothing")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +154,8 @@ def detector_options(args: argparse.Namespace) -> dict:
                 if v is not None})
     if args.variation:
         out["variation"] = True
+    if args.target_miss_rate is not None:
+        out["target_miss_rate"] = args.target_miss_rate
     return out
 
 
@@ -157,6 +167,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if getattr(args, "references", 0) < 0:
         parser.error("--references must be >= 0")
+    if args.command in ("offline", "real"):
+        if args.limit_samples < 0 or (args.limit_samples and not args.references):
+            parser.error("--limit-samples needs --references (limit samples are scored "
+                         "against the taught references) and must be >= 0")
+        if args.target_miss_rate is not None and not (
+                args.limit_samples and 0.0 < args.target_miss_rate < 1.0):
+            parser.error("--target-miss-rate needs --limit-samples and a value in (0, 1)")
+        if args.limit_samples and getattr(args, "workers", 1) > 1:
+            parser.error("--limit-samples runs in one process: use --workers 1")
 
     from zsg_iad_ros.evaluation.summary import write_outputs
 
@@ -166,6 +185,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         kw = dict(references=args.references, draws=args.draws, seed=args.seed,
                   order_seed=args.order_seed, ablate_modalities=args.ablate_modalities,
                   pixel_stride=args.pixel_stride, progress_every=args.progress_every)
+        if args.limit_samples:  # one process only (checked above)
+            kw["limit_samples"] = args.limit_samples
         if args.command == "offline":
             try:
                 record = _offline(parser, args, factory, kw)

@@ -7,7 +7,9 @@ Protocol
   configuration, so a list sorted by defect type does not feed the memory only good parts.
 - Teach mode (`references=K`): for each draw, K good samples per category are drawn at random,
   given to `Detector.teach` (per category, i.e. per stream) and excluded from scoring; metrics
-  are averaged over the draws (per-draw headline figures are kept too).
+  are averaged over the draws (per-draw headline figures are kept too). With
+  `limit_samples=L`, L defective samples per category are also drawn, taught with
+  `Detector.teach_defects` (the miss-rate operating point) and excluded from scoring.
 - Ablation: the same run with `DetectorConfig(modalities=...)` lacking one modality at a time
   (only for modalities present in the data).
 - Pixel metrics use the anomaly map on the RGB grid of registered frames; for a frame whose
@@ -182,6 +184,25 @@ def draw_references(samples: Sequence, k: int, rng: np.random.Generator
     return refs
 
 
+def draw_limit_samples(samples: Sequence, k: int, rng: np.random.Generator
+                       ) -> Dict[str, List[int]]:
+    """K random defective sample indices per category: the known-defective parts (limit
+    samples) taught with `Detector.teach_defects`; categories without defective parts get none.
+    samples: objects with `label` and `category`."""
+    by_cat: Dict[str, List[int]] = {}
+    for i, s in enumerate(samples):
+        if s.label == 1:
+            by_cat.setdefault(s.category, []).append(i)
+    out = {}
+    for cat in sorted({s.category for s in samples}):
+        bad = by_cat.get(cat, [])
+        if bad and len(bad) <= k:
+            raise ValueError(f"category {cat!r} has {len(bad)} defective samples; {k} limit "
+                             f"samples need more (the rest is scored)")
+        out[cat] = sorted(rng.choice(bad, size=k, replace=False).tolist()) if bad else []
+    return out
+
+
 def _materialize(source: SampleSource) -> List[Sample]:
     items = source() if callable(source) else source
     samples = list(items)
@@ -201,14 +222,18 @@ class EvaluationPlan:
     configs: List[Tuple[str, Tuple[str, ...]]]
     order: List[int]
     references: List[Dict[str, List[int]]]
+    #: per draw, the known-defective parts taught as limit samples (category -> indices)
+    limits: List[Dict[str, List[int]]] = field(default_factory=list)
 
     @property
     def n_draws(self) -> int:
         return len(self.references)
 
     def scored(self, draw: int) -> List[int]:
-        """Part indices scored in `draw`, in scoring order (its references left out)."""
-        excluded = set(itertools.chain.from_iterable(self.references[draw].values()))
+        """Part indices scored in `draw`, in scoring order (its references and limit samples
+        left out)."""
+        taught = [self.references[draw]] + (self.limits[draw:draw + 1] if self.limits else [])
+        excluded = set(itertools.chain.from_iterable(v for t in taught for v in t.values()))
         return [i for i in self.order if i not in excluded]
 
     def total_scored(self) -> int:
@@ -218,11 +243,16 @@ class EvaluationPlan:
 def plan_evaluation(parts: Sequence, presents: Iterable[Dict[str, bool]], *,
                     references: int = 0, draws: int = 1, seed: int = 0,
                     order_seed: Optional[int] = None,
-                    ablate_modalities: bool = False) -> EvaluationPlan:
+                    ablate_modalities: bool = False, limit_samples: int = 0) -> EvaluationPlan:
     """parts: objects with `label` and `category` (Samples, or a bag scan's part records);
-    presents: per part, which modalities it carries."""
-    if references < 0 or draws < 1:
-        raise ValueError("references must be >= 0 and draws >= 1")
+    presents: per part, which modalities it carries. limit_samples: known-defective parts per
+    category and draw, taught after the references (drawn apart from them, so the references
+    and the order are those of a run without)."""
+    if references < 0 or draws < 1 or limit_samples < 0:
+        raise ValueError("references must be >= 0, draws >= 1 and limit_samples >= 0")
+    if limit_samples and not references:
+        raise ValueError("limit samples are scored against taught references: "
+                         "limit_samples needs references > 0")
     n = len(parts)
     order = list(range(n))
     if order_seed is not None:
@@ -237,7 +267,9 @@ def plan_evaluation(parts: Sequence, presents: Iterable[Dict[str, bool]], *,
             configs += [(f"only_{m}", (m,)) for m in present]
     refs = [draw_references(parts, references, np.random.default_rng(seed + d))
             for d in range(n_draws)]
-    return EvaluationPlan(present, configs, order, refs)
+    limits = [draw_limit_samples(parts, limit_samples, np.random.default_rng([seed + d, 1]))
+              for d in range(n_draws)] if limit_samples else []
+    return EvaluationPlan(present, configs, order, refs, limits)
 
 
 def new_record(name: str, n_samples: int, plan: EvaluationPlan, *, references: int, seed: int,
@@ -286,10 +318,14 @@ def add_config(record: dict, run: RunOutput, metrics_per_draw: Sequence[dict]) -
 
 
 def _teach(detector, samples: Sequence[Sample], refs: Dict[str, List[int]],
-           categories: Optional[set] = None) -> None:
+           categories: Optional[set] = None, limits: Optional[Dict[str, List[int]]] = None
+           ) -> None:
     for cat, idx in refs.items():
         if idx and (categories is None or cat in categories):
             detector.teach([samples[i].frame for i in idx])
+            bad = (limits or {}).get(cat)
+            if bad:
+                detector.teach_defects([samples[i].frame for i in bad])
 
 
 def evaluate_samples(samples: SampleSource, detector_factory: DetectorFactory, *,
@@ -297,13 +333,16 @@ def evaluate_samples(samples: SampleSource, detector_factory: DetectorFactory, *
                      order_seed: Optional[int] = None, ablate_modalities: bool = False,
                      pixel_stride: int = 1, n_examples: int = 4, progress_every: int = 25,
                      name: str = "samples", recording_of: Optional[Sequence[int]] = None,
-                     progress: Optional[ProgressMeter] = None) -> dict:
+                     progress: Optional[ProgressMeter] = None, limit_samples: int = 0) -> dict:
     """Evaluate a detector on samples with ground truth; returns the evaluation record.
 
     samples:          a list of `Sample`s, or a zero-argument callable returning an iterable.
     detector_factory: `factory(modalities) -> Detector`, called once per configuration and draw
                       (a fresh detector: memory and calibration start empty).
     references/draws: teach mode, see the module docstring (draws is 1 without references).
+    limit_samples:    with references, this many defective parts per category and draw are
+                      taught as limit samples (`Detector.teach_defects`: they move the threshold
+                      of a detector with `target_miss_rate`) and left out of scoring.
     recording_of:     per sample, the recording (bag) it comes from; when given, every
                       recording starts with a fresh detector (stream memory per bag, taught
                       with the draw's references of its categories), so recordings are
@@ -323,9 +362,12 @@ def evaluate_samples(samples: SampleSource, detector_factory: DetectorFactory, *
                          f"{len(all_samples)} samples")
     plan = plan_evaluation(all_samples, (s.frame.present for s in all_samples),
                            references=references, draws=draws, seed=seed,
-                           order_seed=order_seed, ablate_modalities=ablate_modalities)
+                           order_seed=order_seed, ablate_modalities=ablate_modalities,
+                           limit_samples=limit_samples)
     record = new_record(name, len(all_samples), plan, references=references, seed=seed,
                         order_seed=order_seed, pixel_stride=pixel_stride)
+    if limit_samples:  # only then: records of runs without match those of a Ray run
+        record["protocol"]["limit_samples"] = limit_samples
     meter = progress or ProgressMeter(plan.total_scored(), name, every=progress_every)
     categories_of: Dict[int, set] = {}
     for s, rec in zip(all_samples, recording_of or ()):
@@ -336,6 +378,7 @@ def evaluate_samples(samples: SampleSource, detector_factory: DetectorFactory, *
         metrics_per_draw = []
         for d in range(plan.n_draws):
             refs = plan.references[d]
+            limits = plan.limits[d] if plan.limits else None
             scored = plan.scored(d)
             meter.stage = f"{cname}" + (f" draw {d + 1}/{plan.n_draws}"
                                         if plan.n_draws > 1 else "")
@@ -343,7 +386,7 @@ def evaluate_samples(samples: SampleSource, detector_factory: DetectorFactory, *
                       progress=meter)
             if recording_of is None:
                 detector = detector_factory(mods)
-                _teach(detector, all_samples, refs)
+                _teach(detector, all_samples, refs, limits=limits)
                 results = run_detector(((i, all_samples[i]) for i in scored), detector, **kw)
             else:
                 detector, results = None, []
@@ -352,7 +395,7 @@ def evaluate_samples(samples: SampleSource, detector_factory: DetectorFactory, *
                     by_recording.setdefault(recording_of[i], []).append(i)
                 for rec, indices in by_recording.items():
                     detector = detector_factory(mods)
-                    _teach(detector, all_samples, refs, categories_of[rec])
+                    _teach(detector, all_samples, refs, categories_of[rec], limits)
                     results += run_detector(((i, all_samples[i]) for i in indices), detector,
                                             **kw)
                 rank = {i: k for k, i in enumerate(scored)}

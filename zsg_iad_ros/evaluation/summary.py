@@ -92,6 +92,9 @@ def markdown(record: dict, title: Optional[str] = None) -> str:
     teach = (f"teach mode, {proto['references']} known-good references per category, averaged "
              f"over {proto['draws']} draw(s)" if proto["references"] else "no references (cold "
              "start, streaming memory only)")
+    if proto.get("limit_samples"):
+        teach += (f", {proto['limit_samples']} known-defective limit samples per category "
+                  "taught and not scored")
     memory = {"carry": "; stream memory carried from bag to bag",
               "per-bag": "; stream memory fresh in every bag"}.get(proto.get("stream_memory"), "")
     lines += [f"{proto['n_samples']} samples; {teach}; modalities in the data: "

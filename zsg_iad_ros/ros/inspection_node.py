@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -176,18 +176,36 @@ class InspectionNode(Node):
         detector = Detector(config)
         self.get_logger().info(f"model {detector.model_id} on {detector.device}")
         if self.p["reference_path"]:
-            by_stream = _load_reference_frames(self.p["reference_path"], self.p["stream"])
-            for stream, frames in by_stream.items():
+            good, defective = _load_reference_frames(self.p["reference_path"],
+                                                     self.p["stream"])
+            for stream, frames in good.items():
                 detector.teach(frames)
                 self.get_logger().info(f"taught {len(frames)} good parts of stream '{stream}' "
                                        f"from {self.p['reference_path']}")
+                if config.target_miss_rate is not None and defective.get(stream):
+                    detector.teach_defects(defective[stream])
+                    self._log_operating_point(detector, stream)
                 status = detector.variation_status.get(stream)
                 # one call site per severity: rclpy refuses to change it between calls
                 if status == "on":
                     self.get_logger().info(f"stream '{stream}': aligned comparison on")
                 elif status is not None:  # variation: true, but this stream cannot have it
                     self.get_logger().warning(f"stream '{stream}': aligned comparison {status}")
+            if config.target_miss_rate is not None:
+                for stream in sorted(set(good) - set(defective)):
+                    self.get_logger().warning(
+                        f"stream '{stream}': target_miss_rate is set but the reference bag "
+                        f"holds no defective part of it: its threshold follows "
+                        f"target_false_alarm_rate")
         return detector
+
+    def _log_operating_point(self, detector, stream: str) -> None:
+        op = detector.operating_point(stream)
+        self.get_logger().info(
+            f"stream '{stream}': {op['limit_samples']} limit samples; threshold "
+            f"{op['threshold']:.3f} (target_false_alarm_rate alone: "
+            f"{op['false_alarm_threshold']:.3f}); misses at most {op['miss_rate_bound']:.2f} of "
+            f"defects like them; nominal false-alarm rate {op['false_alarm_rate']:.3f}")
 
     def _make_sync(self):
         backend = self.p["sync_backend"]
@@ -494,6 +512,7 @@ class InspectionNode(Node):
         info = {
             "model_id": det.model_id,
             "threshold": float(det.threshold_for(self.stream)),
+            "operating_point": det.operating_point(self.stream),
             "threshold_mode": "calibrated" if parse_threshold(self.p["threshold"]) is None
             else "fixed",
             "sensor_type": self.p["sensor_type"], "device": str(det.device),
@@ -613,26 +632,28 @@ def _rate(times, now: float, window: float = 5.0) -> float:
     return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
 
 
-def _load_reference_frames(path: str, default_stream: str,
-                           limit: int = 8) -> Dict[str, List[Frame]]:
-    """Known-good parts to teach, per stream, from a bag written by
-    `zsg_iad_ros.data.bags.write_bag`: the first `limit` parts labelled good of each stream
-    (the ground truth's category; `default_stream` for a bag without ground truth)."""
+def _load_reference_frames(path: str, default_stream: str, limit: int = 8,
+                           limit_defective: int = 16
+                           ) -> Tuple[Dict[str, List[Frame]], Dict[str, List[Frame]]]:
+    """(known-good parts to teach, known-defective parts: the limit samples), per stream, from
+    a bag written by `zsg_iad_ros.data.bags.write_bag`: the first `limit` parts labelled good
+    and the first `limit_defective` labelled defective of each stream (the ground truth's
+    category; `default_stream` for a bag without ground truth)."""
     from zsg_iad_ros.data import bags
     if not Path(path).exists():
         raise FileNotFoundError(f"reference_path {path} does not exist")
-    by_stream: Dict[str, List[Frame]] = {}
+    good: Dict[str, List[Frame]] = {}
+    defective: Dict[str, List[Frame]] = {}
     for sample in bags.read_bag(path):
-        if sample.label != 0:
-            continue
         if sample.frame.stream == "default":
             sample.frame.stream = default_stream
-        frames = by_stream.setdefault(sample.frame.stream, [])
-        if len(frames) < limit:
+        into, most = (good, limit) if sample.label == 0 else (defective, limit_defective)
+        frames = into.setdefault(sample.frame.stream, [])
+        if len(frames) < most:
             frames.append(sample.frame)
-    if not by_stream:
+    if not good:
         raise ValueError(f"reference_path {path} holds no good part")
-    return by_stream
+    return good, defective
 
 
 def main(args=None) -> int:

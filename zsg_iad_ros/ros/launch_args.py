@@ -76,8 +76,12 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("backbone", "feature backbone: auto (per modality), mobilenetv2, "
                    "efficientnet_lite0, dinov2_s_onnx, builtin, patchstats, a transformers hub id "
                    "or a local checkpoint directory (file: auto)", parameter="backbone"),
-    LaunchArgument("reference_path", "bag of known-good parts taught at start "
-                   "(file: none)", parameter="reference_path"),
+    LaunchArgument("reference_path", "bag of known-good parts taught at start, with the "
+                   "limit samples (known-defective parts) for target_miss_rate (file: none)",
+                   parameter="reference_path"),
+    LaunchArgument("target_miss_rate", "with limit samples in reference_path: share of them "
+                   "that may pass, the threshold lowered to match; 0 = off (file: 0)",
+                   parameter="target_miss_rate", kind=float),
     LaunchArgument("threshold", "decision threshold on pred_score in [0, 1], or -1 = "
                    "calibrated automatically (file: -1)", parameter="threshold", kind=float),
     LaunchArgument("input_qos_reliability", "best_effort (sensor data QoS) or reliable; see "

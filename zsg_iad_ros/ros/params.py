@@ -95,7 +95,8 @@ INSPECTION_PARAMS = (
               "narrations follow on inspection/report_narrated", True),
     ParamSpec("reference_path", "",
               "bag of known-good parts to teach before inspecting (up to 8 per stream, by "
-              "ground-truth category); empty = none", True),
+              "ground-truth category) and, for target_miss_rate, known-defective parts (limit "
+              "samples, up to 16 per stream); empty = none", True),
     ParamSpec("stream", "default",
               "production stream key (part type / line) at start; a std_msgs/String on "
               "inspection/stream switches it at runtime", True),
@@ -106,6 +107,11 @@ INSPECTION_PARAMS = (
     ParamSpec("target_false_alarm_rate", 0.05,
               "false alarm rate the automatic threshold aims at [fraction]", True,
               range=(0.0001, 0.4999)),
+    ParamSpec("target_miss_rate", 0.0,
+              "with limit samples in reference_path: lower each stream's threshold until at "
+              "most this share of its known-defective parts would pass (never raised; the "
+              "node logs the false-alarm rate that costs) [fraction]; 0 = off", True,
+              range=(0.0, 0.99)),
     ParamSpec("fusion", "stouffer",
               "how modality scores combine: stouffer (sum / sqrt(n): noise of one modality "
               "averages out) or max (a defect seen by one modality keeps its full score)", True,
@@ -150,6 +156,7 @@ def detector_config_dict(p: dict) -> dict:
         "device": p["device"], "backbone": p["backbone"],
         "threshold": parse_threshold(p["threshold"]),
         "target_false_alarm_rate": p["target_false_alarm_rate"],
+        "target_miss_rate": p["target_miss_rate"] or None,
         "fusion": p["fusion"],
         "memory_size": p["memory_size"],
         "min_region_area_px": p["min_region_area_px"],
