@@ -197,6 +197,10 @@ class InspectionNode(Node):
                         f"stream '{stream}': target_miss_rate is set but the reference bag "
                         f"holds no defective part of it: its threshold follows "
                         f"target_false_alarm_rate")
+        elif config.target_miss_rate is not None:
+            self.get_logger().warning("target_miss_rate is set but reference_path is empty: "
+                                      "no limit samples, the threshold follows "
+                                      "target_false_alarm_rate")
         return detector
 
     def _log_operating_point(self, detector, stream: str) -> None:
