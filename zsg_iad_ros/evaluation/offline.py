@@ -166,14 +166,20 @@ def run_detector(samples: Iterable[Tuple[int, Sample]], detector, *,
     return results
 
 
+def _by_category(samples: Sequence, label: int) -> Dict[str, List[int]]:
+    """Indices of the samples with `label`, per category."""
+    out: Dict[str, List[int]] = {}
+    for i, s in enumerate(samples):
+        if s.label == label:
+            out.setdefault(s.category, []).append(i)
+    return out
+
+
 def draw_references(samples: Sequence, k: int, rng: np.random.Generator
                     ) -> Dict[str, List[int]]:
     """K random good sample indices per category (fewer where the category has fewer).
     samples: objects with `label` and `category` (Samples, or a bag scan's part records)."""
-    by_cat: Dict[str, List[int]] = {}
-    for i, s in enumerate(samples):
-        if s.label == 0:
-            by_cat.setdefault(s.category, []).append(i)
+    by_cat = _by_category(samples, 0)
     refs = {}
     for cat in sorted({s.category for s in samples}):
         goods = by_cat.get(cat, [])
@@ -189,10 +195,7 @@ def draw_limit_samples(samples: Sequence, k: int, rng: np.random.Generator
     """K random defective sample indices per category: the known-defective parts (limit
     samples) taught with `Detector.teach_defects`; categories without defective parts get none.
     samples: objects with `label` and `category`."""
-    by_cat: Dict[str, List[int]] = {}
-    for i, s in enumerate(samples):
-        if s.label == 1:
-            by_cat.setdefault(s.category, []).append(i)
+    by_cat = _by_category(samples, 1)
     out = {}
     for cat in sorted({s.category for s in samples}):
         bad = by_cat.get(cat, [])
