@@ -16,7 +16,7 @@ object streams (a texture has no pose to align: `is_texture` on the references d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -55,11 +55,11 @@ def _build(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray], kind:
 
 
 def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
-            foreground: np.ndarray) -> Dict[str, np.ndarray]:
-    """{modality: (H, W) deviation map in spread units} of one part's modality images
-    ({modality: (C, H, W) tensor or (H, W, C) array}, the RGB one required) and its (H, W)
-    foreground, registered once on the RGB image; empty when the registration fails (the caller
-    keeps its unaligned maps)."""
+            foreground: np.ndarray) -> Dict[str, Tuple[np.ndarray, float]]:
+    """{modality: ((H, W) deviation map in spread units, its `image_score`)} of one part's
+    modality images ({modality: (C, H, W) tensor or (H, W, C) array}, the RGB one required)
+    and its (H, W) foreground, registered once on the RGB image; empty when the registration
+    fails (the caller keeps its unaligned maps)."""
     best = models[RGB].register(images[RGB], foreground)
     # A near-symmetric part matches in several poses (a capsule turned by 180 degrees, a gear
     # one tooth on) with almost the same NCC: the pose in which the part deviates least from
@@ -74,9 +74,9 @@ def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
                 ins = model.inspect(images[m], mask=foreground, registration=reg)
                 if ins.fallback:
                     break
-                maps[m] = ins.map
+                maps[m] = (ins.map, image_score(ins.map))
         else:
-            total = sum(image_score(v) for v in maps.values())
+            total = sum(score for _, score in maps.values())
             if total < low:
                 out, low = maps, total
     return out
@@ -103,8 +103,8 @@ def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quanti
     for i in range(n):
         rest = [j for j in range(n) if j != i]
         others = _build([images[j] for j in rest], [fgs[j] for j in rest], kind, cfg)
-        for m, dev in inspect(others, images[i], fgs[i]).items():
-            loo[m].append(image_score(dev))
+        for m, (_, score) in inspect(others, images[i], fgs[i]).items():
+            loo[m].append(score)
     # Deviations are in units of the models' per-pixel spread: a few references cannot show
     # that normal parts' peaks agree more closely than that unit, hence its floor on the scale.
     stats = {m: ScoreStats.of_scores(v, quantile=quantile, min_abs_scale=SCALE_FLOOR)

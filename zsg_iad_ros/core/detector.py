@@ -548,15 +548,14 @@ class Detector:
         image score is Stouffer's sum of the feature memory's and the variation model's
         calibrated scores (both ~N(0, 1) on normal parts) and the map the larger of the two."""
         from . import aligned
-        from .variation import image_score
 
         t0 = time.perf_counter()
         maps = aligned.inspect(stream.models, *self._aligned_inputs(frame, images))
-        for m, dev in maps.items():
+        for m, (dev, score) in maps.items():
             if m not in cmaps:
                 continue
             st = stream.stats[m]
-            c_var = (image_score(dev) - st.loc) / st.scale
+            c_var = (score - st.loc) / st.scale
             cscores[m] = (cscores[m] + c_var) / np.sqrt(2.0)
             # on the feature grid, keeping each cell's peak (the image score is a peak too)
             d = torch.from_numpy(np.ascontiguousarray(dev, np.float32)).to(cmaps[m].device)
