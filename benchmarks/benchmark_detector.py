@@ -177,21 +177,28 @@ def run_magnetic_tile(args, factory, samples):
                                               **_common(args))}
 
 
+def teach_run(args, backbone, samples, name: str, config: dict, limit_samples: int = 0):
+    """A teach-mode run of `backbone` with further DetectorConfig fields `config`, on the same
+    references and draws as the section's own teach-mode run."""
+    factory = default_detector_factory(backbone=backbone, device=args.device,
+                                       **{**parse_overrides(args.set), **config})
+    return evaluate_samples(samples, factory, references=args.references, draws=args.draws,
+                            seed=args.seed, limit_samples=limit_samples, name=name,
+                            **_common(args))
+
+
 def run_operating_points(args, backbone, samples, section) -> dict:
     """The teach-mode run with --limit-samples known-defective parts per category and draw
     taught (and left out of scoring), at the false-alarm operating point and with
     target_miss_rate: both score the same parts, so their miss and false-alarm rates compare."""
     out = {}
     for name, extra in (("limits", {}), ("miss", {"target_miss_rate": args.miss_rate})):
-        factory = default_detector_factory(backbone=backbone, device=args.device,
-                                           **{**parse_overrides(args.set), **extra})
         what = ("target_miss_rate %g" % args.miss_rate if extra
                 else "target_false_alarm_rate only")
-        out[f"{section}_k{args.references}_{name}"] = evaluate_samples(
-            samples, factory, references=args.references, draws=args.draws, seed=args.seed,
-            limit_samples=args.limit_samples,
-            name=f"{section}, {args.references} references + {args.limit_samples} limit samples "
-                 f"x {args.draws} draws, {what}", **_common(args))
+        out[f"{section}_k{args.references}_{name}"] = teach_run(
+            args, backbone, samples, f"{section}, {args.references} references + "
+            f"{args.limit_samples} limit samples x {args.draws} draws, {what}", extra,
+            limit_samples=args.limit_samples)
     return out
 
 
@@ -411,13 +418,9 @@ def main(argv=None) -> int:
                     if section.startswith("synthetic"):
                         run = run_synthetic(args, factory, samples, section)
                         if args.aligned and args.references > 0 and bb == args.backbone:
-                            aligned = default_detector_factory(
-                                backbone=bb, device=args.device,
-                                **{**parse_overrides(args.set), "variation": True})
-                            run[f"{section}_k{args.references}_aligned"] = evaluate_samples(
-                                samples, aligned, references=args.references, draws=args.draws,
-                                seed=args.seed, name=f"{section}, {args.references} references x"
-                                f" {args.draws} draws, aligned comparison", **_common(args))
+                            run[f"{section}_k{args.references}_aligned"] = teach_run(
+                                args, bb, samples, f"{section}, {args.references} references x"
+                                f" {args.draws} draws, aligned comparison", {"variation": True})
                     else:
                         run = {"mulsen": run_mulsen, "magnetic_tile": run_magnetic_tile}[
                             section](args, factory, samples)
