@@ -9,9 +9,10 @@ calibrated like a feature-memory map: each reference against a model of the othe
 (leave-one-out) gives the normal scores whose median / MAD set loc / scale, so normal parts
 score about N(0, 1) and the detector fuses it with the feature memory's score.
 
-Only for pixel-registered frames (one registration on the RGB image serves every modality),
-object streams (a texture has no pose to align: `is_texture` on the references decides) and
-2 or more references (one cannot calibrate itself).
+Only for pixel-registered frames (one registration serves every modality: on the RGB image
+or on the second sensor's, whichever makes the references agree best), object streams (a
+texture has no pose to align: `is_texture` on the references decides) and 2 or more
+references (one cannot calibrate itself).
 """
 from __future__ import annotations
 
@@ -20,47 +21,70 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .frame import RGB
+from .frame import RGB, SENSOR
 from .scoring import ScoreStats
+from .registration import is_texture
 from .variation import VariationConfig, VariationModel, image_score
 
 
 #: floor of the scale of a variation model's image score [spread units]
 SCALE_FLOOR = 1.0
+#: modalities whose image a part may be registered on, in order of preference
+REGISTER_ON = (RGB, SENSOR)
+#: a later candidate of REGISTER_ON replaces an earlier one only where it brings the worst
+#: reference's leave-one-out deviation below this share of the earlier one's: with a few
+#: references the two are often within noise of each other, and a misregistered reference
+#: (the case to catch) deviates several times more than a well registered one
+SWITCH_BELOW = 0.5
 
 
 @dataclass
 class AlignedStream:
-    """Per stream: one variation model per modality (all in the RGB model's pose) and the
-    calibration of each model's image score."""
+    """Per stream: one variation model per modality (all in one pose) and the calibration of
+    each model's image score."""
 
     models: Dict[str, VariationModel]
     stats: Dict[str, ScoreStats]
+    #: the modality whose image parts are registered on
+    on: str = RGB
+
+
+def _kind(images: Sequence[Dict[str, object]], config: VariationConfig) -> str:
+    """'texture' or 'object', decided on the references' RGB images (as `VariationModel.teach`
+    decides without being told)."""
+    if not config.texture_check:
+        return "object"
+    return "texture" if is_texture([im[RGB] for im in images])[0] else "object"
 
 
 def _build(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray], kind: Optional[str],
-           config: VariationConfig) -> Optional[Dict[str, VariationModel]]:
-    """Models of every modality the references share; None for a texture stream."""
-    rgb = VariationModel.teach([im[RGB] for im in images], masks=fgs, kind=kind, config=config)
-    if rgb.kind == "texture":
+           config: VariationConfig, on: str = RGB) -> Optional[Dict[str, VariationModel]]:
+    """Models of every modality the references share, all registered on modality `on`; None
+    for a texture stream (decided on the RGB image when `kind` is None)."""
+    if kind is None:
+        kind = _kind(images, config)
+    if kind == "texture":
         return None
-    models = {RGB: rgb}
+    base = VariationModel.teach([im[on] for im in images], masks=fgs, kind=kind, config=config)
+    models = {on: base}
+    signals = [im[on] for im in images]
     for m in images[0]:
-        if m != RGB and all(m in im for im in images):
+        if m != on and all(m in im for im in images):
             models[m] = VariationModel.teach(
-                [im[m] for im in images], masks=fgs, signals=[im[RGB] for im in images],
-                registrations=rgb.ref_registrations, medoid=rgb.medoid, kind=rgb.kind,
+                [im[m] for im in images], masks=fgs, signals=signals,
+                registrations=base.ref_registrations, medoid=base.medoid, kind=kind,
                 config=config)
     return models
 
 
 def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
-            foreground: np.ndarray) -> Dict[str, Tuple[np.ndarray, float]]:
+            foreground: np.ndarray, on: str = RGB) -> Dict[str, Tuple[np.ndarray, float]]:
     """{modality: ((H, W) deviation map in spread units, its `image_score`)} of one part's
-    modality images ({modality: (C, H, W) tensor or (H, W, C) array}, the RGB one required)
-    and its (H, W) foreground, registered once on the RGB image; empty when the registration
-    fails (the caller keeps its unaligned maps)."""
-    best = models[RGB].register(images[RGB], foreground)
+    modality images ({modality: (C, H, W) tensor or (H, W, C) array}) and its (H, W)
+    foreground, registered once on the image of modality `on` (the one the models were built
+    to register on); empty when the registration fails (the caller keeps its unaligned
+    maps)."""
+    best = models[on].register(images[on], foreground)
     # A near-symmetric part matches in several poses (a capsule turned by 180 degrees, a gear
     # one tooth on) with almost the same NCC: the pose in which the part deviates least from
     # the models (deviations summed over modalities, all in spread units) is taken, so an
@@ -95,18 +119,32 @@ def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quanti
     if n < 2 or any(RGB not in im for im in images):
         return None
     fgs = list(foregrounds)
-    models = _build(images, fgs, None, cfg)
-    if models is None:
+    kind = _kind(images, cfg)
+    if kind == "texture":
         return None
-    kind = models[RGB].kind
-    loo: Dict[str, List[float]] = {m: [] for m in models}
-    for i in range(n):
-        rest = [j for j in range(n) if j != i]
-        others = _build([images[j] for j in rest], [fgs[j] for j in rest], kind, cfg)
-        for m, (_, score) in inspect(others, images[i], fgs[i]).items():
-            loo[m].append(score)
-    # Deviations are in units of the models' per-pixel spread: a few references cannot show
-    # that normal parts' peaks agree more closely than that unit, hence its floor on the scale.
-    stats = {m: ScoreStats.of_scores(v, quantile=quantile, min_abs_scale=SCALE_FLOOR)
-             for m, v in loo.items() if v}
-    return AlignedStream({m: models[m] for m in stats}, stats) if stats else None
+    # Register on the RGB image or on the second sensor's, whichever makes the references
+    # agree best when each is compared with a model of the others (leave-one-out): lighting
+    # moves shading and shadows over a turned part in the colour image, an X-ray sees none of
+    # it, while a thermal field may hold too little structure to register on.
+    best = None
+    for on in [m for m in REGISTER_ON if all(m in im for im in images)]:
+        models = _build(images, fgs, kind, cfg, on)
+        loo: Dict[str, List[float]] = {m: [] for m in models}
+        for i in range(n):
+            rest = [j for j in range(n) if j != i]
+            others = _build([images[j] for j in rest], [fgs[j] for j in rest], kind, cfg, on)
+            for m, (_, score) in inspect(others, images[i], fgs[i], on).items():
+                loo[m].append(score)
+        # Deviations are in units of the models' per-pixel spread: a few references cannot
+        # show that normal parts' peaks agree more closely than that unit, hence its floor.
+        stats = {m: ScoreStats.of_scores(v, quantile=quantile, min_abs_scale=SCALE_FLOOR)
+                 for m, v in loo.items() if v}
+        if not stats:
+            continue
+        # judged by the reference that deviates most (summed over modalities): one part
+        # misregistered out of a few decides; a reference that failed to register, worst of all
+        worst = (np.inf if any(len(v) < n for v in loo.values())
+                 else max(sum(v[i] for v in loo.values()) for i in range(n)))
+        if best is None or worst < SWITCH_BELOW * best[0]:
+            best = (worst, AlignedStream({m: models[m] for m in stats}, stats, on))
+    return None if best is None else best[1]

@@ -372,6 +372,13 @@ class Detector:
         self._aligned[stream] = found
         return "on"
 
+    def registered_on(self, stream: str = "default") -> Optional[str]:
+        """The modality whose image the stream's parts are registered on for the aligned
+        comparison ('rgb' or 'sensor': whichever made its references agree best), None when
+        the stream has no aligned comparison."""
+        found = self._aligned.get(stream)
+        return None if found is None else found.on
+
     def _memory_entry(self, feat: torch.Tensor) -> torch.Tensor:
         """(C, h, w) features of a part -> the (patches, C) rows kept for it in memory."""
         return sc.coreset(feat.flatten(1).T.contiguous(), int(self.config.memory_patches))
@@ -550,7 +557,7 @@ class Detector:
         from . import aligned
 
         t0 = time.perf_counter()
-        maps = aligned.inspect(stream.models, *self._aligned_inputs(frame, images))
+        maps = aligned.inspect(stream.models, *self._aligned_inputs(frame, images), stream.on)
         for m, (dev, score) in maps.items():
             if m not in cmaps:
                 continue

@@ -188,7 +188,9 @@ class InspectionNode(Node):
                 status = detector.variation_status.get(stream)
                 # one call site per severity: rclpy refuses to change it between calls
                 if status == "on":
-                    self.get_logger().info(f"stream '{stream}': aligned comparison on")
+                    self.get_logger().info(
+                        f"stream '{stream}': aligned comparison on, parts registered on the "
+                        f"{detector.registered_on(stream)} image")
                 elif status is not None:  # variation: true, but this stream cannot have it
                     self.get_logger().warning(f"stream '{stream}': aligned comparison {status}")
             if config.target_miss_rate is not None:
