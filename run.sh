@@ -12,8 +12,9 @@ bash tools/setup_env.sh
 source tools/activate.sh
 case "$cmd" in
   demo)
+    # the bundled cell makes one product per stream: parts are compared in register too
     python -m zsg_iad_ros.ros.demo --bag zsg_iad_ros/resources/sample_replay \
-      --reference zsg_iad_ros/resources/sample_reference --out outputs/demo "$@"
+      --reference zsg_iad_ros/resources/sample_reference --variation --out outputs/demo "$@"
     ;;
   test)
     # pytest, not `python -m pytest`: the latter would put the source tree (without the generated

@@ -5,9 +5,10 @@
 
 Twelve procedural parts of two test categories of one X-ray cell (gear, capsule), six per
 category in the order good, good, defect, good, defect, defect, so a streaming detector sees
-normal parts of a category before its first defect. Defects are held-out types
-(see `splits.py`), so nothing in the bag was seen in training. Images are 160x160 to keep
-the bag small (about 7 MB, mcap).
+normal parts of a category before its first defect. Each category is one product (one design,
+`generate_sample(..., design=DESIGN)`), as a cell's production stream is, lying in any pose
+under the cell's lamp. Defects are held-out types (see `splits.py`), so nothing in the bag was
+seen in training. Images are 160x160 to keep the bag small (about 7 MB, mcap).
 
 The reference bag holds four other good parts per category: the known-good parts a cell
 captures at set-up for teach mode (`reference_path` of the node). None of them is in the replay.
@@ -29,6 +30,8 @@ from .synthetic import generate_sample
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "resources" / "sample_replay"
 DEFAULT_REFERENCE_OUT = DEFAULT_OUT.parent / "sample_reference"
 N_REFERENCES = 4
+#: the product of each category's stream (the generator's first design)
+DESIGN = 0
 CATEGORIES = ("gear", "capsule")
 ORDER = ("good", "good", 0, "good", 1, 2)  # ints index the category's held-out defects
 PREFERRED = {"gear": ("crack", "missing_part", "void"),
@@ -42,13 +45,14 @@ def replay_samples(size: int = 160) -> List[Sample]:
         defects = [d for d in PREFERRED[cat] if d in heldout]
         for k, item in enumerate(ORDER):
             defect = item if isinstance(item, str) else defects[item]
-            out.append(generate_sample(cat, defect, seed=9000 + 100 * c_i + k, size=size))
+            out.append(generate_sample(cat, defect, seed=9000 + 100 * c_i + k, size=size,
+                                       design=DESIGN))
     return out
 
 
 def reference_samples(size: int = 160) -> List[Sample]:
     """Good parts for teach mode, seeds disjoint from `replay_samples`."""
-    return [generate_sample(cat, "good", seed=9500 + 100 * c_i + k, size=size)
+    return [generate_sample(cat, "good", seed=9500 + 100 * c_i + k, size=size, design=DESIGN)
             for c_i, cat in enumerate(CATEGORIES) for k in range(N_REFERENCES)]
 
 
