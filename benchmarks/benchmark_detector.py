@@ -25,7 +25,9 @@ Sections
   same scored parts.
 - latency: per-stage p50/p95 over --latency-frames 256x256 frames with ~65k points after a
   warm-up, peak RSS (resource) and peak traced Python/numpy memory (tracemalloc), on the CPU and
-  on CUDA when present (plus torch.cuda.max_memory_allocated).
+  on CUDA when present (plus torch.cuda.max_memory_allocated), and the share of the machine's
+  CPU time the hypervisor gave elsewhere meanwhile (/proc/stat steal): on a shared host the
+  same run's absolute latencies can differ twofold between hours, its ratios much less.
 Real data (CC BY 4.0 MulSen-AD, Li et al. CVPR 2025; Magnetic Tile, Huang et al. 2020) is used
 for evaluation only.
 """
@@ -203,6 +205,17 @@ def run_operating_points(args, backbone, samples, section) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+def _cpu_jiffies():
+    """(steal, total) CPU time of the whole machine from /proc/stat (Linux), None elsewhere:
+    time a hypervisor gave to other guests is time these timings waited for."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def latency_on(device: str, args, frames, references=(), backbone=None, **config) -> dict:
     """Per-stage latency and peak memory of one detector on `device` over a stream of frames,
     after teaching it `references` (known-good frames) when given; `config`: further
@@ -220,6 +233,7 @@ def latency_on(device: str, args, frames, references=(), backbone=None, **config
         torch.cuda.reset_peak_memory_stats(det.device)
     warm = 3
     timings = []
+    jiffies0 = _cpu_jiffies()
     for i, frame in enumerate(frames):
         t0 = time.perf_counter()
         d = det.detect(frame)
@@ -228,7 +242,12 @@ def latency_on(device: str, args, frames, references=(), backbone=None, **config
         wall = (time.perf_counter() - t0) * 1e3
         if i >= warm:
             timings.append({**d.timings_ms, "wall": wall})
+    jiffies1 = _cpu_jiffies()
+    steal = None
+    if jiffies0 and jiffies1 and jiffies1[1] > jiffies0[1]:
+        steal = (jiffies1[0] - jiffies0[0]) / (jiffies1[1] - jiffies0[1])
     out = {"device": str(det.device), "model_id": det.model_id, "frames": len(timings),
+           "cpu_steal_share": steal,
            "torch_threads": torch.get_num_threads(),
            "latency_ms": latency_percentiles(timings, percentiles=(50, 95)),
            # ru_maxrss is in KiB on Linux; it is the process peak (includes earlier sections).
@@ -341,13 +360,16 @@ def print_tables(results: dict) -> str:
             for stage, s in lat[run]["latency_ms"].items():
                 lines.append(f"| {run} | {stage} | {s['p50']:.1f} | {s['p95']:.1f} |")
         lines += ["", "| run | peak RSS [MiB] | tracemalloc peak [MiB] | "
-                  "CUDA max alloc [MiB] |", "| --- | --- | --- | --- |"]
+                  "CUDA max alloc [MiB] | CPU stolen by the host [%] |",
+                  "| --- | --- | --- | --- | --- |"]
         for run in runs:
             d = lat[run]
             cuda = d.get("cuda_max_memory_allocated_mib")
+            steal = d.get("cpu_steal_share")
             lines.append(f"| {run} | {d['peak_rss_mib']:.0f} | "
                          f"{d['tracemalloc_peak_mib']:.1f} | "
-                         f"{'n/a' if cuda is None else f'{cuda:.0f}'} |")
+                         f"{'n/a' if cuda is None else f'{cuda:.0f}'} | "
+                         f"{'n/a' if steal is None else f'{100 * steal:.1f}'} |")
     return "\n".join(lines)
 
 
