@@ -87,9 +87,8 @@ def test_parts_register_on_the_xray_where_the_colour_image_misregisters(detector
     """The bundled cell's capsule references: under the lamp, shading and the cast shadow move
     over each turned capsule, and one reference registers on its colour image in a wrong pose
     (cap where the body should be; its leave-one-out deviation is tens of spread units, the
-    others' a few). On the X-ray,
-    which sees no lighting, all four agree, so the stream registers parts there, and a cap
-    shifted along the body stands out in register."""
+    others' a few). On the X-ray, which sees no lighting, all four agree, so the stream
+    registers parts there, and a cap shifted along the body stands out in register."""
     from zsg_iad_ros.data.make_sample_replay import DESIGN, reference_samples
 
     refs = [s.frame for s in reference_samples() if s.category == "capsule"]

@@ -61,5 +61,10 @@ def test_demo_command_saves_outputs_and_prints_summary(small_bag, tmp_path):
     assert "parts in: 3   reports out: 3" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"]["frames_processed"] == 3
+    # flags tallied against the bag's ground truth: 2 good parts and 1 with a hole
+    t = summary["against_truth"]
+    assert t["good"] == 2 and t["defective"] == 1
+    assert (f"{t['defective_flagged']} of 1 defective parts, {t['good_flagged']} of 2 good "
+            f"parts") in proc.stdout
     for kind in ("report.json", "mask.png", "overlay.png"):
         assert len(list(out.glob(f"*_{kind}"))) == 3, kind

@@ -3,7 +3,9 @@
     python -m zsg_iad_ros.ros.demo --bag zsg_iad_ros/resources/sample_replay --out outputs/demo
 
 Prints one line per part (stamp, status, score, regions, decision, and the ground truth when
-the bag carries it) and a summary (parts in, reports out, drops by reason, output folder).
+the bag carries it) and a summary (parts in, reports out, drops by reason, parts flagged
+against the ground truth, output folder). `--variation` sets the node's `variation`
+parameter (each part also compared in register with the `--reference` parts).
 Saves per part: <stamp>_report.json, <stamp>_mask.png, <stamp>_overlay.png.
 
 By default the player waits for the node to finish a part before sending the next
@@ -134,6 +136,21 @@ def _streams(bag: Path) -> dict:
         return {}
 
 
+def _against_truth(rec: OutputRecorder) -> dict:
+    """Parts flagged anomalous, tallied against the bag's ground truth (empty without it)."""
+    out = {}
+    with rec.lock:
+        for k, r in rec.reports.items():
+            gt = rec.truth.get(k)
+            if gt is None:
+                continue
+            kind = "good" if gt == "good" else "defective"
+            out[kind] = out.get(kind, 0) + 1
+            flagged = f"{kind}_flagged"
+            out[flagged] = out.get(flagged, 0) + int(r.status == AnomalyReport.STATUS_ANOMALOUS)
+    return out
+
+
 def _sensor_type(bag: Path) -> str:
     for _topic, _t, _ts, msg in bags.iter_bag_messages(bag, [bags.TOPIC_SENSOR]):
         return bags.sensor_type_from_frame_id(msg.header.frame_id) or "thermal"
@@ -211,6 +228,7 @@ def run(bag: Path, out: Path, rate: float = 1.0, lockstep: bool = True, device: 
             decisions[name] = decisions.get(name, 0) + 1
         summary = {"parts_in": player.parts, "messages_published": counts,
                    "reports_out": len(rec.reports), "decisions": decisions,
+                   "against_truth": _against_truth(rec),
                    "frames": acc, "drops": drops, "seconds": round(elapsed, 1),
                    "latency_ms": {k: round(v, 1) for k, v in node.latency_ms().items()},
                    "output_folder": str(out.resolve())}
@@ -248,6 +266,11 @@ def main(argv=None) -> int:
     print(f"frames: {s['frames']}")
     print(f"latency per part (set in -> report out) [ms]: {s['latency_ms']}")
     print(f"drops by reason: {drops or 'none'}")
+    t = s["against_truth"]
+    if t:
+        print(f"flagged anomalous, against the bag's ground truth: "
+              f"{t.get('defective_flagged', 0)} of {t.get('defective', 0)} defective parts, "
+              f"{t.get('good_flagged', 0)} of {t.get('good', 0)} good parts")
     print(f"outputs (report JSON, mask PNG, overlay PNG per part, summary.json): "
           f"{s['output_folder']}")
     return 0 if s["reports_out"] > 0 else 1
