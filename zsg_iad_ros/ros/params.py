@@ -127,7 +127,7 @@ INSPECTION_PARAMS = (
     ParamSpec("variation", False,
               "compare each part in register with the taught references (variation model): for "
               "a stream of one product in any pose, with 2+ references; sees missing or shifted"
-              " material that patch memory cannot; about 0.2 s more per part on 2 CPU cores",
+              " material that patch memory cannot; about 0.1-0.2 s more per part on 2 CPU cores",
               True),
     # outputs
     ParamSpec("publish_overlay", True, "publish inspection/overlay (rgb8)"),
