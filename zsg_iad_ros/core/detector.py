@@ -26,7 +26,7 @@ from .backbones import (BuiltinBackbone, ModelLoadError, load_backbone, rgb_imag
 from .frame import (GEOMETRY, MODALITIES, RGB, SENSOR, SENSOR_TYPES, DefectRegion, Detection,
                     Frame, Hypothesis)
 from .geometry import centroid_3d, geometry_maps
-from .prompts import UNKNOWN_TYPE, sentence_bank, state_prompts
+from .prompts import UNKNOWN_TYPE, sentence_bank, state_prompts, type_fits_evidence
 
 __all__ = ["ModelLoadError", "DetectorConfig", "Detector"]
 
@@ -759,6 +759,12 @@ class Detector:
                                       size=(gh, gw), mode="area")[0, 0].to(self.device)
                 if small.sum() > 0:
                     sims = self.grounding.region_sentence_scores(ground, small, self._defect_text)
+                    # the most similar sentence among the types the region's evidence allows (a
+                    # region only the X-ray sees is no dent); all of them when none fits
+                    fits = torch.tensor([type_fits_evidence(t, mods, frame.sensor_type)
+                                         for t in self.sentence_types], device=sims.device)
+                    if bool(fits.any()):
+                        sims = sims.masked_fill(~fits, float("-inf"))
                     j = int(sims.argmax())
                     dtype = self.sentence_types[j]
                     hyp = Hypothesis(sentence=self.sentences[j], defect_type=dtype,

@@ -48,6 +48,29 @@ DEFECT_SENTENCES: Dict[str, List[str]] = {
 #: generic fallback when no sentence matches well
 UNKNOWN_TYPE = "anomaly"
 
+#: internal defect types -> the second sensors that can see them; no camera or depth sensor
+#: sees inside a part
+INTERNAL_TYPES: Dict[str, Tuple[str, ...]] = {
+    "void": ("xray",), "inclusion": ("xray",), "delamination": ("thermal", "xray"),
+    "hot_spot": ("thermal",), "cold_spot": ("thermal",)}
+#: types that may show in the second sensor alone besides the internal ones (a subsurface crack)
+SENSOR_ONLY_TYPES = ("crack",)
+
+
+def type_fits_evidence(defect_type: str, modalities, sensor_type: str) -> bool:
+    """Whether a region seen by `modalities` (those whose map flags it) of a cell whose second
+    sensor is `sensor_type` can be a `defect_type`: an internal defect needs that sensor to see
+    it, and a region only that sensor sees (nothing on the surface or in the shape) is internal
+    or a subsurface crack. Unknown types and regions with no modality fit anything."""
+    mods = set(modalities)
+    if not mods:
+        return True
+    if defect_type in INTERNAL_TYPES:
+        return "sensor" in mods and sensor_type in INTERNAL_TYPES[defect_type]
+    if mods == {"sensor"}:
+        return defect_type in SENSOR_ONLY_TYPES
+    return True
+
 
 def sentence_bank(extra: Dict[str, List[str]] | None = None) -> Tuple[List[str], List[str]]:
     """Flattened (sentences, defect_types) from DEFECT_SENTENCES plus optional extra entries."""
