@@ -49,22 +49,11 @@ class AlignedStream:
     on: str = RGB
 
 
-def _kind(images: Sequence[Dict[str, object]], config: VariationConfig) -> str:
-    """'texture' or 'object', decided on the references' RGB images (as `VariationModel.teach`
-    decides without being told)."""
-    if not config.texture_check:
-        return "object"
-    return "texture" if is_texture([im[RGB] for im in images])[0] else "object"
-
-
-def _build(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray], kind: Optional[str],
-           config: VariationConfig, on: str = RGB) -> Optional[Dict[str, VariationModel]]:
-    """Models of every modality the references share, all registered on modality `on`; None
-    for a texture stream (decided on the RGB image when `kind` is None)."""
-    if kind is None:
-        kind = _kind(images, config)
-    if kind == "texture":
-        return None
+def _build(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray],
+           config: VariationConfig, on: str) -> Dict[str, VariationModel]:
+    """Models of every modality the references (of an object stream) share, all registered on
+    modality `on`."""
+    kind = "object"  # `teach` has ruled a texture out
     base = VariationModel.teach([im[on] for im in images], masks=fgs, kind=kind, config=config)
     models = {on: base}
     signals = [im[on] for im in images]
@@ -119,8 +108,7 @@ def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quanti
     if n < 2 or any(RGB not in im for im in images):
         return None
     fgs = list(foregrounds)
-    kind = _kind(images, cfg)
-    if kind == "texture":
+    if cfg.texture_check and is_texture([im[RGB] for im in images])[0]:
         return None
     # Register on the RGB image or on the second sensor's, whichever makes the references
     # agree best when each is compared with a model of the others (leave-one-out): lighting
@@ -128,11 +116,11 @@ def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quanti
     # it, while a thermal field may hold too little structure to register on.
     best = None
     for on in [m for m in REGISTER_ON if all(m in im for im in images)]:
-        models = _build(images, fgs, kind, cfg, on)
+        models = _build(images, fgs, cfg, on)
         loo: Dict[str, List[float]] = {m: [] for m in models}
         for i in range(n):
             rest = [j for j in range(n) if j != i]
-            others = _build([images[j] for j in rest], [fgs[j] for j in rest], kind, cfg, on)
+            others = _build([images[j] for j in rest], [fgs[j] for j in rest], cfg, on)
             for m, (_, score) in inspect(others, images[i], fgs[i], on).items():
                 loo[m].append(score)
         # Deviations are in units of the models' per-pixel spread: a few references cannot
