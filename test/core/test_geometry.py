@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from zsg_iad_ros.core.frame import CameraIntrinsics
 from zsg_iad_ros.core.geometry import (centroid_3d, geometry_maps, organized_maps,
@@ -87,3 +88,34 @@ def test_geometry_errors_and_centroid():
     assert centroid_3d(None, region, K) is None
     all_nan = np.full_like(pts, np.nan)
     assert centroid_3d(all_nan, region, K) is None
+
+
+def part_on_tilted_table(height_mm=10.0, bulge_mm=2.0, size=128):
+    """A box-shaped part (its top parallel to the table) with a smooth bulge, on a table seen
+    obliquely: points where the camera's rays meet the table or the part's top."""
+    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
+    rays = np.stack([(u - K.cx) / K.fx, (v - K.cy) / K.fy, np.ones_like(u)], -1)
+    n = np.array([0.15, -0.1, 1.0])
+    n /= np.linalg.norm(n)
+    top = (u >= 30) & (u < 70) & (v >= 40) & (v < 90)
+    bulge = bulge_mm * np.exp(-((u - 50) ** 2 + (v - 65) ** 2) / (2 * 5.0 ** 2))
+    h = np.where(top, height_mm + bulge, 0.0) * 1e-3
+    t = (0.6 - h) / (rays @ n)  # the plane n.p = 0.6 - h, met along each ray
+    return (rays * t[..., None]).astype(np.float32), top
+
+
+def test_height_stands_out_of_the_table_plane():
+    pts, top = part_on_tilted_table()
+    pts[60, 40] = np.nan  # a dropout on the part is filled from its neighbours
+    pts[:8, :8] = np.nan  # a large invalid corner has no height
+    h = organized_maps(pts).height()
+    assert h.shape == (128, 128) and h.dtype == np.float32
+    table = ~ndimage.binary_dilation(top, iterations=5)  # off the smoothed step
+    table[:12, :12] = False
+    assert np.abs(h[table]).max() < 0.05  # mm: the oblique table reads flat
+    # along the ray, the part's top at 10 mm reads about 10 mm / cos(view angle)
+    assert 9.5 < float(np.median(h[45:55, 60:68])) < 10.8
+    assert 9.5 < h[60, 40] < 10.8
+    v, u = np.unravel_index(np.nanargmax(h), h.shape)
+    assert abs(u - 50) <= 1 and abs(v - 65) <= 1 and h[v, u] > 11.5
+    assert np.isnan(h[2, 2])

@@ -35,6 +35,9 @@ GROUNDING_WEIGHTS = WEIGHTS_DIR / "grounding.safetensors"
 #: Feature extractor per modality for backbone='auto', chosen by measurement on the development
 #: data (table in docs/DETECTOR.md, "Features per modality").
 MODALITY_BACKBONES = {RGB: "mobilenetv2", SENSOR: "patchstats", GEOMETRY: "patchstats"}
+#: key of the height map (`GeometryMaps.height`) among a frame's modality images: not a
+#: modality of its own, the geometry as the aligned comparison sees it
+HEIGHT = "geometry:height"
 #: false-alarm rate whose calibrated level a mask pixel must reach (see _mask_threshold)
 MASK_FALSE_ALARM_RATE = 0.01
 
@@ -393,7 +396,7 @@ class Detector:
                 rot = images
             else:
                 a = 2 * np.pi * k / n_rot
-                rot = {m: _rotate(img, a) for m, img in images.items()}
+                rot = {m: _rotate(img, a) for m, img in images.items() if m in self.backbones}
             out.append(self._extract(rot))
         return images, out
 
@@ -401,7 +404,7 @@ class Detector:
         """{modality: (C, h, w) features} of modality images, one batch per backbone, each patch
         averaged with its 3 x 3 neighbours."""
         groups: Dict[int, list] = {}
-        for m in images:
+        for m in (m for m in images if m in self.backbones):
             groups.setdefault(id(self.backbones[m]), []).append(m)
         feats = {}
         for names in groups.values():
@@ -472,6 +475,8 @@ class Detector:
             if not bool(geo.valid.any()):
                 raise ValueError("frame.points has no valid point (all NaN / non-positive depth)")
             images[GEOMETRY] = geo.as_image()
+            if self.config.variation:  # what the aligned comparison sees of the geometry
+                images[HEIGHT] = geo.height()
         timings["geometry"] = (time.perf_counter() - t0) * 1e3
         return images
 
@@ -546,8 +551,10 @@ class Detector:
             colour, bands = to_three_channels(rgb, S), images[RGB]
         else:
             colour, bands = images[RGB], rgb_image(rgb, S)
-        out = {m: v for m, v in images.items() if m != RGB}
+        out = {m: v for m, v in images.items() if m not in (RGB, HEIGHT)}
         out[RGB] = bands
+        if HEIGHT in images:
+            out[GEOMETRY] = images[HEIGHT]
         return out, frame_foreground(rgb=colour)
 
     def _score_aligned(self, stream, frame, images, cmaps, cscores, timings) -> None:

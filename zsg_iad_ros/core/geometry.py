@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from .frame import CameraIntrinsics
 
@@ -66,6 +67,50 @@ class GeometryMaps:
         # tilted-but-flat part reads as uniform.
         tilt = _bulk_unit(1.0 - (n * med[:, None, None]).sum(0).clamp(-1, 1), v, floor=2e-3)
         return torch.stack([dev, curv, tilt]) * v
+
+    def height(self, sigma_px: float = 1.5) -> np.ndarray:
+        """(H, W) float32 millimetres: how far each point stands out of the dominant plane of
+        the view (the table a part lies on; the part's own face where it fills the view),
+        towards the camera, measured along the viewing ray; smoothed by a Gaussian of
+        `sigma_px` with invalid pixels filled from their valid neighbours (NaN where none is
+        near). `deviation` is relative to the local surface, so a smooth bulge the size of its
+        window hardly shows there; height keeps the part's shape, for comparing a part in
+        register with its references point by point (core/aligned.py)."""
+        z = self.depth.detach().float().cpu().numpy().astype(np.float64)
+        v = self.valid.detach().cpu().numpy()
+        if v.sum() < 16:
+            return np.full(z.shape, np.nan, np.float32)
+        plane = _plane_depth(z, v)
+        h = np.where(v, plane - z, 0.0) * 1e3
+        w = ndimage.gaussian_filter(v.astype(np.float64), sigma_px)
+        h = ndimage.gaussian_filter(h, sigma_px) / np.maximum(w, 1e-6)
+        return np.where(w > 0.2, h, np.nan).astype(np.float32)
+
+
+def _plane_depth(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Depth (H, W) of the dominant plane of a depth image. A plane seen through a pinhole
+    camera has 1 / z linear in the pixel coordinates, whatever the intrinsics, so the fit is
+    a linear least-squares fit of 1 / z, trimmed twice (to the better-fitting half, then to
+    3 sigma of what is left) so the part standing on the plane does not tilt it. A
+    three-parameter fit: written here rather than pulling in a robust-regression library."""
+    H, W = z.shape
+    step = max(1, int(np.sqrt(valid.sum() / 4096)))  # about 4k points decide the plane
+    vv, uu = np.mgrid[0:H:step, 0:W:step]
+    sel = valid[::step, ::step]
+    A = np.stack([np.ones(sel.sum()), uu[sel] / W, vv[sel] / H], 1)
+    y = 1.0 / z[::step, ::step][sel]
+    keep = np.ones(len(y), bool)
+    for i in range(3):
+        coef = np.linalg.lstsq(A[keep], y[keep], rcond=None)[0]
+        r = np.abs(A @ coef - y)
+        if i == 0:
+            keep = r <= np.median(r)
+        elif i == 1:
+            kept = r[keep]
+            keep = r <= np.median(kept) + 3 * 1.4826 * np.median(np.abs(kept - np.median(kept)))
+    V, U = np.mgrid[0:H, 0:W]
+    inv = coef[0] + coef[1] * U / W + coef[2] * V / H
+    return 1.0 / np.where(np.abs(inv) > 1e-9, inv, 1e-9)
 
 
 def _bulk_unit(x: torch.Tensor, valid: torch.Tensor, floor: float) -> torch.Tensor:
