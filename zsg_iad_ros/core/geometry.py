@@ -99,15 +99,17 @@ def _plane_depth(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
     sel = valid[::step, ::step]
     A = np.stack([np.ones(sel.sum()), uu[sel] / W, vv[sel] / H], 1)
     y = 1.0 / z[::step, ::step][sel]
-    keep = np.ones(len(y), bool)
-    for i in range(3):
+
+    def residuals(keep):
         coef = np.linalg.lstsq(A[keep], y[keep], rcond=None)[0]
-        r = np.abs(A @ coef - y)
-        if i == 0:
-            keep = r <= np.median(r)
-        elif i == 1:
-            kept = r[keep]
-            keep = r <= np.median(kept) + 3 * 1.4826 * np.median(np.abs(kept - np.median(kept)))
+        return coef, np.abs(A @ coef - y)
+
+    _, r = residuals(np.ones(len(y), bool))
+    half = r <= np.median(r)
+    _, r = residuals(half)
+    kept = r[half]
+    sigma = 1.4826 * np.median(np.abs(kept - np.median(kept)))
+    coef, _ = residuals(r <= np.median(kept) + 3 * sigma)
     V, U = np.mgrid[0:H, 0:W]
     inv = coef[0] + coef[1] * U / W + coef[2] * V / H
     return 1.0 / np.where(np.abs(inv) > 1e-9, inv, 1e-9)
