@@ -16,21 +16,25 @@ references (one cannot calibrate itself).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .frame import RGB, SENSOR
+from .frame import GEOMETRY, RGB, SENSOR
 from .scoring import ScoreStats
-from .registration import is_texture
-from .variation import VariationConfig, VariationModel, image_score
+from .registration import (Registration, RegistrationTemplate, as_hwc, is_texture,
+                           make_template, register)
+from .variation import (VariationConfig, VariationModel, _grid_image, _grid_matrix, _warp_stack,
+                        image_score)
 
 
 #: floor of the scale of a variation model's image score [spread units]
 SCALE_FLOOR = 1.0
-#: modalities whose image a part may be registered on, in order of preference
-REGISTER_ON = (RGB, SENSOR)
+#: modalities whose image a part may be registered on, in order of preference (the height map
+#: first: it sees no lighting; docs/DETECTOR.md, "Aligned comparison")
+REGISTER_ON = (GEOMETRY, RGB, SENSOR)
 #: a later candidate of REGISTER_ON replaces an earlier one only where it brings the worst
 #: reference's leave-one-out deviation below this share of the earlier one's: with a few
 #: references the two are often within noise of each other, and a misregistered reference
@@ -47,40 +51,123 @@ class AlignedStream:
     stats: Dict[str, ScoreStats]
     #: the modality whose image parts are registered on
     on: str = RGB
+    #: the model pose's (medoid reference's) image in the other modalities of REGISTER_ON, as
+    #: registration templates: each part is also registered on those (see `inspect`)
+    templates: Dict[str, RegistrationTemplate] = field(default_factory=dict)
+
+
+def _distance(images: Dict[str, object], reg: Registration, model_images: Dict[str, object],
+              g: int) -> float:
+    """How much one part's modality images, turned into the model pose by `reg`, differ from
+    the model pose's own (the medoid reference's): mean absolute difference over the pixels
+    both cover, in units of the medoid image's robust spread per channel, summed over the
+    modalities."""
+    total = 0.0
+    for m, ref in model_images.items():
+        r = _grid_image(ref, g)
+        q = as_hwc(images[m])
+        mg = _grid_matrix(reg.matrix, q.shape[:2], as_hwc(ref).shape[:2], g)
+        a = _warp_stack(_grid_image(q, g), np.linalg.inv(mg), g)
+        for c in range(r.shape[-1]):
+            x, y = a[..., c], r[..., c]
+            both = np.isfinite(x) & np.isfinite(y)
+            if both.sum() < 16:
+                continue
+            yc = y[both]
+            unit = max(1.4826 * float(np.median(np.abs(yc - np.median(yc)))), 1e-6)
+            total += float(np.mean(np.abs(x[both] - yc))) / unit
+    return total
+
+
+def _resolve_poses(images: Sequence[Dict[str, object]], base: VariationModel
+                   ) -> Optional[List[Registration]]:
+    """The references' registrations with ambiguous poses settled by every modality, or None
+    when nothing changes.
+
+    A near-symmetric shape (a capsule's outline or height map is the same turned by 180
+    degrees) registers almost equally well in several poses, and the registration signal
+    alone may take the wrong one for a reference: a capsule whose cap then lies at the other
+    end would teach the colour model that either end may be either colour. Each reference
+    takes, among its registration and the alternatives that pass, the pose in which all its
+    modalities differ least from the medoid's (as `inspect` does for a part)."""
+    g = base.config.grid
+    model_images = {m: v for m, v in images[base.medoid].items()}
+    regs, changed = list(base.ref_registrations), False
+    for i, reg in enumerate(regs):
+        alts = [a for a in reg.alternatives if a.ok]
+        if i == base.medoid or not alts:
+            continue
+        cands = [reg] + alts
+        best = int(np.argmin([_distance(images[i], r, model_images, g) for r in cands]))
+        if best:
+            regs[i], changed = cands[best], True
+    return regs if changed else None
+
+
+def _modality_config(config: VariationConfig, modality: str) -> VariationConfig:
+    """The variation model's settings for one modality. The height map is metric and
+    smoothed: its only fine structure is the part's outline, which the band's positional
+    tolerance already holds; the edge and texture terms of the spread (made for shading and
+    surface texture in images) would count the outline again and tolerate a whole missing
+    gear tooth (measured: docs/DETECTOR.md, "Aligned comparison")."""
+    if modality == GEOMETRY:
+        return dataclasses.replace(config, edge_px=0.0, local_k=0.0)
+    return config
 
 
 def _build(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray],
-           config: VariationConfig, on: str) -> Dict[str, VariationModel]:
+           config: VariationConfig, on: str
+           ) -> Tuple[Dict[str, VariationModel], Dict[str, RegistrationTemplate]]:
     """Models of every modality the references (of an object stream) share, all registered on
-    modality `on`."""
+    modality `on`, and the model pose's registration templates in the other modalities of
+    REGISTER_ON."""
     kind = "object"  # `teach` has ruled a texture out
-    base = VariationModel.teach([im[on] for im in images], masks=fgs, kind=kind, config=config)
-    models = {on: base}
     signals = [im[on] for im in images]
+    base = VariationModel.teach(signals, masks=fgs, kind=kind,
+                                config=_modality_config(config, on))
+    regs = _resolve_poses(images, base) if len(images) > 1 else None
+    if regs is not None:
+        base = VariationModel.teach(signals, masks=fgs, registrations=regs, medoid=base.medoid,
+                                    kind=kind, config=_modality_config(config, on))
+    models = {on: base}
     for m in images[0]:
         if m != on and all(m in im for im in images):
             models[m] = VariationModel.teach(
                 [im[m] for im in images], masks=fgs, signals=signals,
                 registrations=base.ref_registrations, medoid=base.medoid, kind=kind,
-                config=config)
-    return models
+                config=_modality_config(config, m))
+    med = images[base.medoid]
+    templates = {m: make_template(med[m], fgs[base.medoid], config.registration)
+                 for m in REGISTER_ON if m != on and m in med}
+    return models, templates
 
 
 def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
-            foreground: np.ndarray, on: str = RGB) -> Dict[str, Tuple[np.ndarray, float]]:
+            foreground: np.ndarray, on: str = RGB,
+            templates: Optional[Dict[str, RegistrationTemplate]] = None
+            ) -> Dict[str, Tuple[np.ndarray, float]]:
     """{modality: ((H, W) deviation map in spread units, its `image_score`)} of one part's
     modality images ({modality: (C, H, W) tensor or (H, W, C) array}) and its (H, W)
-    foreground, registered once on the image of modality `on` (the one the models were built
-    to register on); empty when the registration fails (the caller keeps its unaligned
-    maps)."""
+    foreground, registered on the image of modality `on` (the one the models were built to
+    register on) and on the other images `templates` hold; empty when every registration
+    fails (the caller keeps its unaligned maps)."""
     best = models[on].register(images[on], foreground)
     # A near-symmetric part matches in several poses (a capsule turned by 180 degrees, a gear
-    # one tooth on) with almost the same NCC: the pose in which the part deviates least from
-    # the models (deviations summed over modalities, all in spread units) is taken, so an
-    # ambiguous match cannot make a good part look defective, while a real defect deviates in
-    # every pose.
+    # one tooth on) with almost the same NCC, and the images disagree on a part's pose where
+    # one of them is unreliable (shading and shadows move over a turned part in the colour
+    # image; a height map is blind to print): the pose in which the part deviates least from
+    # the models (deviations summed over modalities, all in spread units) is taken among the
+    # best pose on each image and the next-best ones on `on`'s, so an ambiguous or misled
+    # match cannot make a good part look defective, while a real defect deviates in every
+    # pose.
+    cands = [best] + [a for a in best.alternatives if a.ok]
+    for m, t in (templates or {}).items():
+        if m in images:
+            reg = register(images[m], t, foreground)
+            if reg.ok:
+                cands.append(reg)
     out, low = {}, np.inf
-    for reg in (best,) + tuple(a for a in best.alternatives if a.ok):
+    for reg in cands:
         maps = {}
         for m, model in models.items():
             if m in images:
@@ -110,18 +197,19 @@ def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quanti
     fgs = list(foregrounds)
     if cfg.texture_check and is_texture([im[RGB] for im in images])[0]:
         return None
-    # Register on the RGB image or on the second sensor's, whichever makes the references
-    # agree best when each is compared with a model of the others (leave-one-out): lighting
-    # moves shading and shadows over a turned part in the colour image, an X-ray sees none of
-    # it, while a thermal field may hold too little structure to register on.
+    # Register the references on the height map, the RGB image or the second sensor's,
+    # whichever makes them agree best when each is compared with a model of the others
+    # (leave-one-out): lighting moves shading and shadows over a turned part in the colour
+    # image, a height map or an X-ray sees none of it, while a flat part leaves the height map
+    # nothing to register on and a thermal field may hold too little structure.
     best = None
     for on in [m for m in REGISTER_ON if all(m in im for im in images)]:
-        models = _build(images, fgs, cfg, on)
+        models, templates = _build(images, fgs, cfg, on)
         loo: Dict[str, List[float]] = {m: [] for m in models}
         for i in range(n):
             rest = [j for j in range(n) if j != i]
-            others = _build([images[j] for j in rest], [fgs[j] for j in rest], cfg, on)
-            for m, (_, score) in inspect(others, images[i], fgs[i], on).items():
+            others, t = _build([images[j] for j in rest], [fgs[j] for j in rest], cfg, on)
+            for m, (_, score) in inspect(others, images[i], fgs[i], on, t).items():
                 loo[m].append(score)
         # Deviations are in units of the models' per-pixel spread: a few references cannot
         # show that normal parts' peaks agree more closely than that unit, hence its floor.
@@ -129,10 +217,12 @@ def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quanti
                  for m, v in loo.items() if v}
         if not stats:
             continue
-        # judged by the reference that deviates most (summed over modalities): one part
-        # misregistered out of a few decides; a reference that failed to register, worst of all
+        # judged by the reference that deviates most: one part misregistered out of a few
+        # decides, a reference that failed to register worst of all. Per reference the median
+        # over modalities: a misregistered reference deviates in most of them, while one
+        # modality's own noise (the colour image's moving highlights) must not decide.
         worst = (np.inf if any(len(v) < n for v in loo.values())
-                 else max(sum(v[i] for v in loo.values()) for i in range(n)))
+                 else max(float(np.median([v[i] for v in loo.values()])) for i in range(n)))
         if best is None or worst < SWITCH_BELOW * best[0]:
-            best = (worst, AlignedStream({m: models[m] for m in stats}, stats, on))
+            best = (worst, AlignedStream({m: models[m] for m in stats}, stats, on, templates))
     return None if best is None else best[1]

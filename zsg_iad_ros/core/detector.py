@@ -64,7 +64,9 @@ class DetectorConfig:
     target_miss_rate: Optional[float] = None
     min_region_area_px: int = 16
     modalities: tuple = ("rgb", "sensor", "geometry")
-    #: fusion of the modalities' calibrated scores: 'stouffer' (sum / sqrt(n)) | 'max'
+    #: fusion of the modalities' calibrated scores: 'stouffer' (sum / sqrt(n)) | 'max' |
+    #: 'omnibus' (the more significant of the two, `scoring.fuse`; with the aligned comparison
+    #: it sees the feature memory's and the variation model's scores of each modality apart)
     fusion: str = "stouffer"
     grounding: bool = True
     grounding_weights: Optional[str] = None  # None -> shipped file
@@ -494,8 +496,9 @@ class Detector:
         """Features and calibrated per-modality maps of a frame (memory is not touched).
 
         Returns a dict: used (modalities), feats, images, cmaps (modality -> (h, w) calibrated
-        map c), cscores (modality -> c), raw (modality -> (raw image score, spread)),
-        confident (bool)."""
+        map c), cscores (modality -> c), sources (every calibrated score apart: each
+        modality's feature memory's and, with the aligned comparison, variation model's),
+        raw (modality -> (raw image score, spread)), confident (bool)."""
         feats, images = self._features(frame, timings)
         used = [m for m in self.config.modalities if m in images]
         t0 = time.perf_counter()
@@ -531,11 +534,12 @@ class Detector:
             cmaps[m] = cmap
             cscores[m] = float(sc.topk_mean(sc.inner(cmap, margin)))
         timings["scoring"] = (time.perf_counter() - t0) * 1e3
+        sources = list(cscores.values())
         if frame.stream in self._aligned and frame.registered and RGB in used:
-            self._score_aligned(self._aligned[frame.stream], frame, images, cmaps, cscores,
-                                timings)
+            sources += self._score_aligned(self._aligned[frame.stream], frame, images, cmaps,
+                                           cscores, timings)
         return dict(used=used, feats=feats, images=images, cmaps=cmaps, cscores=cscores,
-                    raw=raw_scores, confident=confident)
+                    sources=sources, raw=raw_scores, confident=confident)
 
     def _aligned_inputs(self, frame: Frame, images: Dict[str, torch.Tensor]) -> tuple:
         """(modality images for the variation models, (S, S) foreground): RGB as luminance
@@ -557,25 +561,30 @@ class Detector:
             out[GEOMETRY] = images[HEIGHT]
         return out, frame_foreground(rgb=colour)
 
-    def _score_aligned(self, stream, frame, images, cmaps, cscores, timings) -> None:
+    def _score_aligned(self, stream, frame, images, cmaps, cscores, timings) -> List[float]:
         """Fold the aligned comparison into the modality scores (in place): per modality the
         image score is Stouffer's sum of the feature memory's and the variation model's
-        calibrated scores (both ~N(0, 1) on normal parts) and the map the larger of the two."""
+        calibrated scores (both ~N(0, 1) on normal parts) and the map the larger of the two.
+        Returns the variation models' calibrated scores."""
         from . import aligned
 
         t0 = time.perf_counter()
-        maps = aligned.inspect(stream.models, *self._aligned_inputs(frame, images), stream.on)
+        maps = aligned.inspect(stream.models, *self._aligned_inputs(frame, images), stream.on,
+                               stream.templates)
+        out = []
         for m, (dev, score) in maps.items():
             if m not in cmaps:
                 continue
             st = stream.stats[m]
             c_var = (score - st.loc) / st.scale
+            out.append(float(c_var))
             cscores[m] = (cscores[m] + c_var) / np.sqrt(2.0)
             # on the feature grid, keeping each cell's peak (the image score is a peak too)
             d = torch.from_numpy(np.ascontiguousarray(dev, np.float32)).to(cmaps[m].device)
             small = F.adaptive_max_pool2d(d[None, None], cmaps[m].shape)[0, 0]
             cmaps[m] = torch.maximum(cmaps[m], (small - st.loc) / st.scale)
         timings["aligned"] = (time.perf_counter() - t0) * 1e3
+        return out
 
     def _evidence(self, scored: dict, frame: Frame) -> torch.Tensor:
         """(IN_CH, h, w) grounding evidence from the scored frame."""
@@ -627,7 +636,10 @@ class Detector:
         state = self._stream(frame.stream)
         cmaps, cscores, raw_scores = scored["cmaps"], scored["cscores"], scored["raw"]
         confident = scored["confident"]
-        c = sc.fuse(cscores.values(), self.config.fusion)
+        if self.config.fusion == "omnibus":
+            c = sc.fuse(scored["sources"], "omnibus")
+        else:
+            c = sc.fuse(cscores.values(), self.config.fusion)
         pred_score = sc.squash(c)
         # Maps on the RGB grid, smoothed by a Gaussian of about half a patch.
         full = {m: self._upsample(cm, (H, W)) for m, cm in cmaps.items()}

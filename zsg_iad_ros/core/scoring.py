@@ -19,6 +19,7 @@ from typing import Deque, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import ndtri_exp
 from scipy.stats import norm
 
 #: floor of the image-score scale, as a fraction of the within-part spread of normal maps
@@ -218,8 +219,11 @@ def small_sample_factor(n: int, quantile: float) -> float:
     return float(t.ppf(q, n - 1) * math.sqrt(1 + 1 / n) / norm.ppf(q))
 
 
-#: fusion of the modalities' calibrated scores: Stouffer's sum / sqrt(n), or the max
-FUSIONS = ("stouffer", "max")
+#: fusion of the modalities' calibrated scores: Stouffer's sum / sqrt(n), the max, or the
+#: omnibus of the two
+FUSIONS = ("stouffer", "max", "omnibus")
+#: the omnibus fusion's lowest score (its p-value 1 - 3e-7): nothing normal ranks below it
+OMNIBUS_FLOOR = -5.0
 
 
 def fuse(values, fusion: str = "stouffer"):
@@ -230,7 +234,11 @@ def fuse(values, fusion: str = "stouffer"):
     and a defect seen by several modalities adds up. 'max': the largest c; a defect seen by one
     modality alone keeps its full score, but so does every modality's normal tail. Measured
     on MulSen-AD with 4 references (docs/DETECTOR.md, "Calibration, fusion and threshold"),
-    Stouffer kept the best modality's AUROC where the max fell below it."""
+    Stouffer kept the best modality's AUROC where the max fell below it. 'omnibus' (floats
+    only): whichever of the two is more significant, each as a p-value (the max's with a
+    Bonferroni factor n) and the smaller doubled (Bonferroni over the two tests), back on the
+    N(0, 1) scale: a defect that one score out of many sees clearly is not averaged away, and
+    the false-alarm rate stays at most the nominal one."""
     values = list(values)
     if not values:
         raise ValueError("fuse needs at least one modality score")
@@ -240,14 +248,28 @@ def fuse(values, fusion: str = "stouffer"):
         return np.max(values, axis=0)
     if fusion == "stouffer":
         return sum(values[1:], values[0]) / math.sqrt(len(values))
+    if fusion == "omnibus":
+        if isinstance(values[0], torch.Tensor):
+            raise ValueError("omnibus fusion takes floats or numpy arrays")
+        c = np.asarray(values, dtype=np.float64)
+        if len(c) == 1:
+            return c[0] if c.ndim > 1 else float(c[0])
+        # in log p-values: a strong defect's tail probability underflows a float
+        log_sum = norm.logsf(c.sum(0) / math.sqrt(len(c)))
+        log_max = math.log(len(c)) + norm.logsf(c.max(0))
+        log_p = np.minimum(0.0, math.log(2.0) + np.minimum(log_sum, log_max))
+        # floored where the doubled p-value reaches 1 (a plainly normal part), not -inf
+        out = np.maximum(-ndtri_exp(log_p), OMNIBUS_FLOOR)
+        return float(out) if out.ndim == 0 else out
     raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
 
 
 def modality_quantile(target_false_alarm_rate: float, n_modalities: int,
                       fusion: str = "stouffer") -> float:
     """Quantile of each modality's normal scores at the threshold. Stouffer's fused score is
-    itself ~N(0, 1): the quantile is 1 - rate. The max over n modalities gives each one a share
-    of the false-alarm rate (Bonferroni): 1 - rate / n."""
+    itself ~N(0, 1), the omnibus's exceeds a level at most as often: the quantile is 1 - rate.
+    The max over n modalities gives each one a share of the false-alarm rate (Bonferroni):
+    1 - rate / n."""
     rate = min(max(float(target_false_alarm_rate), 1e-6), 0.5)
     return 1.0 - rate / (max(1, n_modalities) if fusion == "max" else 1)
 

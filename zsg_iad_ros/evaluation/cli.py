@@ -44,7 +44,7 @@ def _offline_args(p: argparse.ArgumentParser) -> None:
                         "three, with each alone)")
     p.add_argument("--image-size", type=int, default=None,
                    help="detector input size [px] (default: the detector's own)")
-    p.add_argument("--fusion", choices=("stouffer", "max"), default=None,
+    p.add_argument("--fusion", choices=("stouffer", "max", "omnibus"), default=None,
                    help="how modality scores combine (default: the detector's own, stouffer)")
     p.add_argument("--variation", action="store_true",
                    help="with --references: also compare each part in register with them "

@@ -158,7 +158,8 @@ def _sensor_type(bag: Path) -> str:
 
 
 def run(bag: Path, out: Path, rate: float = 1.0, lockstep: bool = True, device: str = "auto",
-        reference: str = "", timeout: float = 120.0, variation: bool = False) -> dict:
+        reference: str = "", timeout: float = 120.0, variation: bool = False,
+        fusion: str = "stouffer") -> dict:
     """Run the demo; returns the summary dict it prints."""
     out.mkdir(parents=True, exist_ok=True)
     sensor_type = _sensor_type(bag)
@@ -169,7 +170,7 @@ def run(bag: Path, out: Path, rate: float = 1.0, lockstep: bool = True, device: 
             Parameter("device", value=device), Parameter("sensor_type", value=sensor_type),
             Parameter("sync_backend", value="builtin"),
             Parameter("reference_path", value=reference),
-            Parameter("variation", value=variation),
+            Parameter("variation", value=variation), Parameter("fusion", value=fusion),
             Parameter("max_stamp_skew_s", value=0.0)])
         gate = RejectGate()
         rec = OutputRecorder(out)
@@ -255,11 +256,14 @@ def main(argv=None) -> int:
     ap.add_argument("--variation", action="store_true",
                     help="the node's `variation` parameter: compare each part in register with "
                          "the references (a stream of one product)")
+    ap.add_argument("--fusion", default="stouffer", choices=("stouffer", "max", "omnibus"),
+                    help="the node's `fusion` parameter")
     a = ap.parse_args(argv)
     if not a.bag.exists():
         print(f"error: no bag at {a.bag}", file=sys.stderr)
         return 2
-    s = run(a.bag, a.out, a.rate, a.lockstep, a.device, a.reference, a.timeout, a.variation)
+    s = run(a.bag, a.out, a.rate, a.lockstep, a.device, a.reference, a.timeout, a.variation,
+            a.fusion)
     drops = {k: v for part in s["drops"].values() for k, v in part.items()}
     print(f"\nparts in: {s['parts_in']}   reports out: {s['reports_out']}   "
           f"decisions: {s['decisions']}   in {s['seconds']} s")

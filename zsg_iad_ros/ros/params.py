@@ -114,8 +114,10 @@ INSPECTION_PARAMS = (
               range=(0.0, 0.99)),
     ParamSpec("fusion", "stouffer",
               "how modality scores combine: stouffer (sum / sqrt(n): noise of one modality "
-              "averages out) or max (a defect seen by one modality keeps its full score)", True,
-              choices=("stouffer", "max")),
+              "averages out), max (a defect seen by one modality keeps its full score) or "
+              "omnibus (the more significant of the two; with variation: true it also keeps "
+              "the feature memory's and the variation model's scores apart)", True,
+              choices=("stouffer", "max", "omnibus")),
     ParamSpec("memory_size", 16,
               "memory entries per stream: streamed normal parts plus taught references, each "
               "reference once per orientation [entries]", True, range=(1, 100000)),
