@@ -54,9 +54,9 @@ def test_missing_tooth_stands_out_where_it_is_missing(taught, good_scores):
         if r.is_anomalous:
             flagged += 1
             assert any(near[int(g.centroid_px[1]), int(g.centroid_px[0])] for g in r.regions)
-    # the default threshold (5 % false alarms, widened for 4 references) is conservative:
-    # measured 3 of these 8 flagged, every one above every good part
-    assert flagged >= 3
+    # at the default threshold (5 % false alarms, widened for 4 references): measured all 8
+    # flagged (0.79-0.85 against at most 0.04 for the good gears)
+    assert flagged >= 7
 
 
 def test_texture_streams_and_unregistered_frames_keep_the_feature_memory(detector_factory):
