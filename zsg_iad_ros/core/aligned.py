@@ -9,8 +9,9 @@ calibrated like a feature-memory map: each reference against a model of the othe
 (leave-one-out) gives the normal scores whose median / MAD set loc / scale, so normal parts
 score about N(0, 1) and the detector fuses it with the feature memory's score.
 
-Only for pixel-registered frames (one registration serves every modality: on the RGB image
-or on the second sensor's, whichever makes the references agree best), object streams (a
+Only for pixel-registered frames (one registration serves every modality: the references on
+the height map, the RGB image or the second sensor's, whichever makes them agree best; a part
+on each of them, in the pose where it looks most normal), object streams (a
 texture has no pose to align: `is_texture` on the references decides) and 2 or more
 references (one cannot calibrate itself).
 """

@@ -234,11 +234,11 @@ def fuse(values, fusion: str = "stouffer"):
     and a defect seen by several modalities adds up. 'max': the largest c; a defect seen by one
     modality alone keeps its full score, but so does every modality's normal tail. Measured
     on MulSen-AD with 4 references (docs/DETECTOR.md, "Calibration, fusion and threshold"),
-    Stouffer kept the best modality's AUROC where the max fell below it. 'omnibus' (floats
-    only): whichever of the two is more significant, each as a p-value (the max's with a
-    Bonferroni factor n) and the smaller doubled (Bonferroni over the two tests), back on the
-    N(0, 1) scale: a defect that one score out of many sees clearly is not averaged away, and
-    the false-alarm rate stays at most the nominal one."""
+    Stouffer kept the best modality's AUROC where the max fell below it. 'omnibus' (floats or
+    numpy arrays, not torch maps): whichever of the two is more significant, each as a p-value
+    (the max's with a Bonferroni factor n) and the smaller doubled (Bonferroni over the two
+    tests), back on the N(0, 1) scale: a defect that one score out of many sees clearly is not
+    averaged away, and the false-alarm rate stays at most the nominal one."""
     values = list(values)
     if not values:
         raise ValueError("fuse needs at least one modality score")
@@ -254,7 +254,8 @@ def fuse(values, fusion: str = "stouffer"):
         c = np.asarray(values, dtype=np.float64)
         if len(c) == 1:
             return c[0] if c.ndim > 1 else float(c[0])
-        # in log p-values: a strong defect's tail probability underflows a float
+        # in log p-values: a strong defect's tail probability underflows a float (hence not
+        # scipy's combine_pvalues, which also has no minimum of two tests)
         log_sum = norm.logsf(c.sum(0) / math.sqrt(len(c)))
         log_max = math.log(len(c)) + norm.logsf(c.max(0))
         log_p = np.minimum(0.0, math.log(2.0) + np.minimum(log_sum, log_max))
