@@ -128,3 +128,21 @@ def test_a_part_registers_on_another_image_where_one_fails(taught):
         if m != stream.on:
             st = stream.stats[m]
             assert (score - st.loc) / st.scale < 2.0, (m, score, st)
+
+
+def test_omnibus_fusion_keeps_the_variation_models_evidence_apart(detector_factory):
+    """With `fusion: omnibus` the part's score fuses each modality's feature-memory and
+    variation-model scores as separate scores: a missing tooth that only the height map's
+    comparison sees clearly is flagged, and turned good gears stay normal."""
+    from zsg_iad_ros.core import scoring as sc
+
+    det = detector_factory(variation=True, fusion="omnibus")
+    det.teach([gear("good", s).frame for s in REF_SEEDS])
+    frame = gear("missing_part", TEST_SEEDS[1]).frame
+    scored = det._score(det._validate(frame), {})
+    assert len(scored["sources"]) == 2 * len(scored["cscores"])  # feature + variation each
+    r = det.detect(frame, update_memory=False)
+    assert r.pred_score == pytest.approx(sc.squash(sc.fuse(scored["sources"], "omnibus")))
+    assert r.is_anomalous, r.pred_score
+    goods = [det.detect(gear("good", s).frame, update_memory=False) for s in TEST_SEEDS[:3]]
+    assert not any(g.is_anomalous for g in goods), [g.pred_score for g in goods]
