@@ -57,18 +57,21 @@ class AlignedStream:
     templates: Dict[str, RegistrationTemplate] = field(default_factory=dict)
 
 
-def _distance(images: Dict[str, object], reg: Registration, model_images: Dict[str, object],
-              g: int) -> float:
-    """How much one part's modality images, turned into the model pose by `reg`, differ from
-    the model pose's own (the medoid reference's): mean absolute difference over the pixels
-    both cover, in units of the medoid image's robust spread per channel, summed over the
-    modalities."""
+def _on_grid(images: Dict[str, object], g: int) -> Dict[str, Tuple[np.ndarray, tuple]]:
+    """{modality: ((g, g, C) image on the model grid, its full (H, W))} of one part."""
+    return {m: (_grid_image(v, g), as_hwc(v).shape[:2]) for m, v in images.items()}
+
+
+def _distance(part: Dict[str, Tuple[np.ndarray, tuple]], reg: Registration,
+              model: Dict[str, Tuple[np.ndarray, tuple]], g: int) -> float:
+    """How much one part's modality images (`_on_grid`), turned into the model pose by `reg`,
+    differ from the model pose's own (the medoid reference's, `_on_grid`): mean absolute
+    difference over the pixels both cover, in units of the medoid image's robust spread per
+    channel, summed over the modalities."""
     total = 0.0
-    for m, ref in model_images.items():
-        r = _grid_image(ref, g)
-        q = as_hwc(images[m])
-        mg = _grid_matrix(reg.matrix, q.shape[:2], as_hwc(ref).shape[:2], g)
-        a = _warp_stack(_grid_image(q, g), np.linalg.inv(mg), g)
+    for m, (r, shape) in model.items():
+        q, qshape = part[m]
+        a = _warp_stack(q, np.linalg.inv(_grid_matrix(reg.matrix, qshape, shape, g)), g)
         for c in range(r.shape[-1]):
             x, y = a[..., c], r[..., c]
             both = np.isfinite(x) & np.isfinite(y)
@@ -92,14 +95,15 @@ def _resolve_poses(images: Sequence[Dict[str, object]], base: VariationModel
     takes, among its registration and the alternatives that pass, the pose in which all its
     modalities differ least from the medoid's (as `inspect` does for a part)."""
     g = base.config.grid
-    model_images = {m: v for m, v in images[base.medoid].items()}
+    model = _on_grid(images[base.medoid], g)
     regs, changed = list(base.ref_registrations), False
     for i, reg in enumerate(regs):
         alts = [a for a in reg.alternatives if a.ok]
         if i == base.medoid or not alts:
             continue
         cands = [reg] + alts
-        best = int(np.argmin([_distance(images[i], r, model_images, g) for r in cands]))
+        part = _on_grid(images[i], g)
+        best = int(np.argmin([_distance(part, r, model, g) for r in cands]))
         if best:
             regs[i], changed = cands[best], True
     return regs if changed else None
@@ -126,7 +130,7 @@ def _build(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray],
     signals = [im[on] for im in images]
     base = VariationModel.teach(signals, masks=fgs, kind=kind,
                                 config=_modality_config(config, on))
-    regs = _resolve_poses(images, base) if len(images) > 1 else None
+    regs = _resolve_poses(images, base)
     if regs is not None:
         base = VariationModel.teach(signals, masks=fgs, registrations=regs, medoid=base.medoid,
                                     kind=kind, config=_modality_config(config, on))
