@@ -273,3 +273,75 @@ def test_memory_admits_only_typical_parts(detector_factory):
         sizes[admit] = len(det._streams[CAT]["sensor"].memory)
     assert sizes[-1e9] < sizes[1e9]
     assert sizes[-1e9] >= 2  # the bootstrap parts and the uncalibrated ones still enter
+
+
+def _lit(frame: Frame, gain: float, tilt: float) -> Frame:
+    """The part under another lamp: brighter or darker overall, and brighter to one side."""
+    f = dataclasses.replace(frame)
+    u = np.linspace(-1.0, 1.0, f.rgb.shape[1])[None, :, None]
+    f.rgb = np.clip(f.rgb.astype(np.float32) * gain * (1 + tilt * u), 0, 255).astype(np.uint8)
+    return f
+
+
+@pytest.mark.parametrize("taught_refs", [False, True])
+def test_own_image_score_on_parts_lit_differently(detector_factory, taught_refs):
+    """intra_image: each part is also scored against its own surface, calibrated apart (from
+    the stream's history, or from the taught references) and fused with the patch memory's
+    score. Parts under changing light pass; a stain is found where it was planted."""
+    rng = np.random.default_rng(0)
+
+    def part(seed):
+        return _lit(generate_sample(CAT_RGB, "good", seed).frame, rng.uniform(0.6, 1.3),
+                    rng.uniform(-0.4, 0.4))
+
+    det = detector_factory(modalities=("rgb",), grounding=False, min_history=3,
+                           intra_image="on", target_false_alarm_rate=0.01)
+    if taught_refs:
+        det.teach([part(s) for s in REF_SEEDS])
+        assert det._streams[CAT_RGB]["rgb:intra"].taught is not None
+    normal = [det.detect(part(s)) for s in range(40, 56)]
+    assert not any(r.is_anomalous for r in normal[4:])
+    assert len(det._streams[CAT_RGB]["rgb:intra"].raw_scores) >= 8
+    for seed in (60, 61):
+        frame, mask = plant(part(seed), "rgb", r=8)
+        assert found_where_planted(det.detect(frame), mask)
+
+
+def test_own_image_score_auto_on_untaught_surfaces_only(detector_factory):
+    """intra_image 'auto': an untaught stream of surfaces (moulded plastic) is scored against
+    its own patches too, a stream of objects (bottles) is not; streams decide after
+    min_history parts; taught streams are left to their references."""
+    det = detector_factory(modalities=("rgb",), grounding=False, min_history=3)
+    assert det.config.intra_image == "auto"
+    for cat, surface in ((CAT_RGB, True), ("bottle", False)):
+        decided = []
+        for s in range(70, 74):
+            det.detect(generate_sample(cat, "good", s).frame)
+            decided.append(det.own_image_scored(cat))
+        assert decided == [None, None, surface, surface]
+    det.teach([generate_sample(CAT_RGB, "good", s).frame for s in REF_SEEDS[:2]])
+    assert det.own_image_scored(CAT_RGB) is False
+    assert "rgb:intra" not in det._streams[CAT_RGB]
+    det.reset(CAT_RGB)
+    assert det.own_image_scored(CAT_RGB) is None
+    with pytest.raises(ValueError, match="intra_image"):
+        DetectorConfig(intra_image="yes").validate()
+
+
+def test_grounding_blend_weight_follows_the_features_it_is_for(detector_factory, taught):
+    """The recorded blend weight was chosen with the built-in network's maps: it applies
+    there; with other features the anomaly map is the calibrated score map alone, unless
+    grounding_weight says otherwise."""
+    import json
+
+    builtin = detector_factory(backbone="builtin")
+    recorded = json.loads(builtin.grounding_meta["config"])["grounding_weight"]
+    assert recorded > 0 and builtin._grounding_weight == recorded
+    assert taught._grounding_weight == 0.0
+    assert detector_factory(grounding_weight=0.4)._grounding_weight == 0.4
+    # the map is the max of the modality maps, and the stain's peak is where it was planted
+    frame, mask = plant(generate_sample(CAT_RGB, "good", 7).frame, "rgb")
+    r = taught.detect(frame, update_memory=False)
+    assert found_where_planted(r, mask)
+    fused = np.max(np.stack(list(r.modality_maps.values())), 0)
+    assert np.allclose(r.anomaly_map, np.clip(fused, 0, 1), atol=1e-5)

@@ -145,3 +145,16 @@ def test_small_sample_factor_widens_few_references_only():
     # scores that are not independent (orientations of the same 4 parts) count as 4
     rot = sc.ScoreStats.of_scores([1.0, 1.1, 0.9, 1.05] * 4, quantile=q, n_independent=4)
     assert abs(rot.scale / plain.scale - f[1]) < 1e-9
+
+
+def test_max_of_normals_is_normal_on_normal_scores_and_keeps_a_strong_one():
+    rng = np.random.default_rng(3)
+    v = np.array([sc.max_of_normals(x) for x in rng.standard_normal((40000, 2))])
+    assert abs(v.mean()) < 0.03 and abs(v.std() - 1.0) < 0.03
+    assert 0.045 < (v > 1.645).mean() < 0.055
+    assert 4.8 < sc.max_of_normals([5.0, -1.0]) < 5.0      # one strong score, barely lowered
+    assert sc.max_of_normals([5.0, 0.0]) == pytest.approx(sc.max_of_normals([0.0, 5.0]))
+    assert 39.9 < sc.max_of_normals([40.0, 0.0]) < 40.0    # far tail: no overflow to inf
+    assert sc.max_of_normals([1.2]) == pytest.approx(1.2)
+    with pytest.raises(ValueError):
+        sc.max_of_normals([])

@@ -27,6 +27,7 @@ from .frame import (GEOMETRY, MODALITIES, RGB, SENSOR, SENSOR_TYPES, DefectRegio
                     Frame, Hypothesis)
 from .geometry import centroid_3d, geometry_maps
 from .prompts import UNKNOWN_TYPE, sentence_bank, state_prompts, type_fits_evidence
+from .registration import TEXTURE_THRESHOLD, texture_score
 
 __all__ = ["ModelLoadError", "DetectorConfig", "Detector"]
 
@@ -38,6 +39,9 @@ MODALITY_BACKBONES = {RGB: "mobilenetv2", SENSOR: "patchstats", GEOMETRY: "patch
 #: key of the height map (`GeometryMaps.height`) among a frame's modality images: not a
 #: modality of its own, the geometry as the aligned comparison sees it
 HEIGHT = "geometry:height"
+#: suffix of a modality's own-image score in the stream state (`intra_image`)
+INTRA = ":intra"
+INTRA_MODES = ("auto", "on", "off")
 #: false-alarm rate whose calibrated level a mask pixel must reach (see _mask_threshold)
 MASK_FALSE_ALARM_RATE = 0.01
 
@@ -80,7 +84,8 @@ class DetectorConfig:
     #: rotations <= max(memory_size, references)
     reference_rotations: int = 4
     #: weight of the grounding fine mask in the anomaly map (0 = scoring map only); None -> the
-    #: weight chosen on the auxiliary validation category, recorded in the grounding weights
+    #: weight chosen on the auxiliary validation category, recorded in the grounding weights,
+    #: when every modality uses the built-in network it was chosen with, else 0
     grounding_weight: Optional[float] = None
     #: patches kept per memory part, chosen by greedy k-center (0 = all): scoring cost falls in
     #: proportion while rare normal patches stay represented
@@ -96,6 +101,12 @@ class DetectorConfig:
     #: texture); sees missing or shifted material that patch memory cannot. Off by default:
     #: on parts that differ in design from their references it adds noise (docs/DETECTOR.md)
     variation: bool = False
+    #: also score each patch against the other patches of its own image (a defect stands out
+    #: of its own surface, whatever the stream's other parts look like), calibrated apart and
+    #: fused with the patch memory's score: 'auto' (untaught streams of surfaces: the median
+    #: `texture_score` of the first `min_history` parts reaches TEXTURE_THRESHOLD; on
+    #: structured parts it adds noise) | 'on' | 'off' (docs/DETECTOR.md, "Own-image score")
+    intra_image: str = "auto"
 
     @classmethod
     def from_dict(cls, d: dict) -> "DetectorConfig":
@@ -126,6 +137,9 @@ class DetectorConfig:
             raise ValueError(f"modality_backbones keys must be in {MODALITIES}, got {bad}")
         if not 32 <= int(self.image_size) <= 1024:
             raise ValueError(f"image_size must be in [32, 1024], got {self.image_size}")
+        if self.intra_image not in INTRA_MODES:
+            raise ValueError(f"intra_image must be one of {INTRA_MODES}, got "
+                             f"{self.intra_image!r}")
         if self.fusion not in sc.FUSIONS:
             raise ValueError(f"fusion must be one of {sc.FUSIONS}, got {self.fusion!r}")
         if int(self.reference_rotations) < 1:
@@ -181,6 +195,9 @@ class Detector:
         self._aligned: Dict[str, object] = {}  # stream -> aligned.AlignedStream
         #: stream -> pred_scores of its taught known-defective parts (`teach_defects`)
         self._limit_scores: Dict[str, List[float]] = {}
+        #: per stream, 'auto' own-image scoring: the texture scores seen so far, then the
+        #: decision (whether the stream is a surface)
+        self._surface: Dict[str, object] = {}
         #: per taught stream with `variation` on: "on", or why the aligned comparison is off
         self.variation_status: Dict[str, str] = {}
         self._language = None
@@ -205,9 +222,19 @@ class Detector:
             self.model_id += f"+grounding:{path.name}"
             self._grounding_weight = self.config.grounding_weight
             if self._grounding_weight is None:
-                import json
-                cfg = json.loads(self.grounding_meta.get("config", "{}"))
-                self._grounding_weight = float(cfg.get("grounding_weight", 0.5))
+                self._grounding_weight = self._default_grounding_weight()
+
+    def _default_grounding_weight(self) -> float:
+        """The blend weight recorded with the grounding weights, chosen on a held-out auxiliary
+        category with the built-in network's maps, where every modality uses that network;
+        0 (the calibrated score map alone) otherwise: on the real data sets the fine mask,
+        blended into maps of other features, lowered pixel AUROC (docs/DETECTOR.md,
+        "Two-hop grounding")."""
+        if not all(isinstance(b, BuiltinBackbone) for b in self.backbones.values()):
+            return 0.0
+        import json
+        cfg = json.loads(self.grounding_meta.get("config", "{}"))
+        return float(cfg.get("grounding_weight", 0.5))
 
     def _load_backbones(self) -> dict:
         """{modality: backbone} for the configured modalities; one instance per distinct spec."""
@@ -238,11 +265,13 @@ class Detector:
             self._aligned.clear()
             self.variation_status.clear()
             self._limit_scores.clear()
+            self._surface.clear()
         else:
             self._streams.pop(stream, None)
             self._aligned.pop(stream, None)
             self.variation_status.pop(stream, None)
             self._limit_scores.pop(stream, None)
+            self._surface.pop(stream, None)
 
     def threshold_for(self, stream: str = "default") -> float:
         """Decision threshold on pred_score: fixed (set_threshold / config), else calibrated
@@ -334,6 +363,19 @@ class Detector:
                                                 quantile=self._quantile(),
                                                 n_independent=len(have))
             st.raw_scores.clear()
+            if self.config.intra_image == "on":  # each reference against its own patches
+                own = [sc.inner(sc.intra_image_score(fi[0]), self.config.score_margin)
+                       for fi in have]
+                taught = sc.ScoreStats.of_scores(
+                    [float(sc.topk_mean(r)) for r in own],
+                    spread=float(np.median([sc.spread(r) for r in own])),
+                    quantile=self._quantile())
+                state[m + INTRA] = sc.ModalityState(memory=deque(), taught=taught)
+        if self.config.intra_image == "auto":
+            # 'auto' leaves taught streams alone: their calibration is widened for the few
+            # references, and folding a second score into such shrunken ones lowered the
+            # score of a defect that only one modality sees (docs/DETECTOR.md)
+            self._surface[stream] = False
         if self.config.variation:
             self.variation_status[stream] = self._teach_aligned(
                 stream, frames, [images for images, _ in rendered])
@@ -507,6 +549,7 @@ class Detector:
         cscores: Dict[str, float] = {}
         raw_scores: Dict[str, tuple] = {}
         confident = True
+        cold = set()  # modalities with no memory yet
         for m in used:
             f = feats[m]
             C, h, w = f.shape
@@ -515,6 +558,7 @@ class Detector:
             if mem is None:
                 raw = sc.intra_image_score(f)
                 confident = False
+                cold.add(m)  # the modality's score is the own-image one already
             else:
                 raw = sc.mutual_score(f.flatten(1).T, mem, self.config.mutual_fraction)
                 raw = raw.reshape(h, w)
@@ -533,13 +577,59 @@ class Detector:
                                                                frame.stream))
             cmaps[m] = cmap
             cscores[m] = float(sc.topk_mean(sc.inner(cmap, margin)))
-        timings["scoring"] = (time.perf_counter() - t0) * 1e3
         sources = list(cscores.values())
+        own = self.own_image_scored(frame.stream)
+        if own is not False:  # undecided: scored for the history only
+            found = self._score_intra(state, feats, [m for m in used if m not in cold],
+                                      raw_scores)
+            if own:
+                sources += list(found.values())
+                for m, c in found.items():  # a defect one of the two sees keeps its score
+                    cscores[m] = sc.max_of_normals([cscores[m], c])
+        timings["scoring"] = (time.perf_counter() - t0) * 1e3
         if frame.stream in self._aligned and frame.registered and RGB in used:
             sources += self._score_aligned(self._aligned[frame.stream], frame, images, cmaps,
                                            cscores, timings)
         return dict(used=used, feats=feats, images=images, cmaps=cmaps, cscores=cscores,
                     sources=sources, raw=raw_scores, confident=confident)
+
+    def own_image_scored(self, stream: str = "default") -> Optional[bool]:
+        """Whether the stream's parts are also scored against their own surface
+        (`intra_image`); None while 'auto' has not seen enough parts to decide."""
+        mode = self.config.intra_image
+        if mode != "auto":
+            return mode == "on"
+        found = self._surface.get(stream)
+        return found if isinstance(found, bool) else None
+
+    def _decide_surface(self, frame: Frame) -> None:
+        """'auto': note the part's texture score until `min_history` parts decide the stream."""
+        if self.config.intra_image != "auto" or isinstance(self._surface.get(frame.stream), bool):
+            return
+        image = _surface_image(frame)
+        if image is None:  # nothing to judge the surface on
+            self._surface[frame.stream] = False
+            return
+        seen = self._surface.setdefault(frame.stream, [])
+        seen.append(texture_score(image))
+        if len(seen) >= int(self.config.min_history):
+            self._surface[frame.stream] = float(np.median(seen)) >= TEXTURE_THRESHOLD
+
+    def _score_intra(self, state, feats, used, raw_scores) -> Dict[str, float]:
+        """Own-image scores of the modalities `used`: {modality: calibrated score}, for those
+        already calibrated (the taught references, or the stream's history, under
+        "<modality>:intra"); the raw scores go to `raw_scores` for the history."""
+        out = {}
+        margin = self.config.score_margin
+        for m in used:
+            raw_in = sc.inner(sc.intra_image_score(feats[m]), margin)
+            s = float(sc.topk_mean(raw_in))
+            raw_scores[m + INTRA] = (s, sc.spread(raw_in), True)
+            st = state.setdefault(m + INTRA, sc.ModalityState(memory=deque()))
+            stats = st.score_stats(self.config.min_history, self._quantile())
+            if stats is not None:
+                out[m] = (s - stats.loc) / stats.scale
+        return out
 
     def _aligned_inputs(self, frame: Frame, images: Dict[str, torch.Tensor]) -> tuple:
         """(modality images for the variation models, (S, S) foreground): RGB as luminance
@@ -661,15 +751,16 @@ class Detector:
         if self.grounding is not None:
             ev = self._evidence(scored, frame)
             ground = self.grounding(ev[None], self._defect_text, self._normal_text)
-            fine = F.interpolate(ground.fine[:, None], size=(H, W), mode="bilinear",
-                                 align_corners=False)[0, 0]
             a = self._grounding_weight
-            # Geometric blend: the fine mask reshapes the evidence but cannot create a peak
-            # where the calibrated scores saw nothing; rescaled to the score map's peak so it
-            # cannot erase a detection either (the decoder was trained on one feature type,
-            # and its fine mask runs low on others).
-            blend = score_map.clamp_min(1e-6) ** (1 - a) * fine.clamp_min(1e-6) ** a
-            anomaly_map = blend * (score_map.max() / blend.max().clamp_min(1e-12))
+            if a > 0:
+                fine = F.interpolate(ground.fine[:, None], size=(H, W), mode="bilinear",
+                                     align_corners=False)[0, 0]
+                # Geometric blend: the fine mask reshapes the evidence but cannot create a
+                # peak where the calibrated scores saw nothing; rescaled to the score map's
+                # peak so it cannot erase a detection either (the decoder was trained on one
+                # feature type, and its fine mask runs low on others).
+                blend = score_map.clamp_min(1e-6) ** (1 - a) * fine.clamp_min(1e-6) ** a
+                anomaly_map = blend * (score_map.max() / blend.max().clamp_min(1e-12))
         timings["grounding"] = (time.perf_counter() - t0) * 1e3
 
         # ---- postprocess ----------------------------------------------------------------
@@ -687,11 +778,13 @@ class Detector:
         # memory while it holds fewer than 2, their scores being uncalibrated.
         admit = not is_anom and (not confident or c < self.config.memory_admit_below)
         if update_memory:
+            self._decide_surface(frame)
             for m in used:
                 st = state[m]
-                if raw_scores[m][2]:
-                    st.raw_scores.append(raw_scores[m][0])
-                    st.raw_spreads.append(raw_scores[m][1])
+                for key in (m, m + INTRA):
+                    if key in raw_scores and raw_scores[key][2]:
+                        state[key].raw_scores.append(raw_scores[key][0])
+                        state[key].raw_spreads.append(raw_scores[key][1])
                 if admit or (not st.pinned and len(st.memory) < 2):
                     # pinned orientations count against memory_size (at least one streamed part
                     # is kept), so teaching does not make scoring slower than streaming
@@ -821,6 +914,13 @@ def _rgb_array(frame: Frame) -> np.ndarray:
     if rgb.dtype != np.uint8:
         rgb = np.clip(np.nan_to_num(rgb.astype(np.float32)), 0, 1)
     return rgb
+
+
+def _surface_image(frame: Frame) -> Optional[np.ndarray]:
+    """The image a stream's texture test looks at: RGB, else the second sensor's."""
+    if frame.rgb is not None:
+        return _rgb_array(frame)
+    return None if frame.sensor is None else np.asarray(frame.sensor)
 
 
 def _rotate(img: torch.Tensor, angle: float) -> torch.Tensor:

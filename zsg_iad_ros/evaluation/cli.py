@@ -49,6 +49,9 @@ def _offline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variation", action="store_true",
                    help="with --references: also compare each part in register with them "
                         "(variation model; pixel-registered frames of one product)")
+    p.add_argument("--intra-image", choices=("auto", "on", "off"), default=None,
+                   help="also score each part against its own surface (default: the "
+                        "detector's own, auto: streams of surfaces)")
     p.add_argument("--limit-samples", type=int, default=0,
                    help="with --references: also teach L known-defective parts per category "
                         "and draw (excluded from scoring), as a cell keeps limit samples")
@@ -150,8 +153,8 @@ def detector_options(args: argparse.Namespace) -> dict:
     """`default_detector_factory` keyword arguments from the offline / real options; options
     left unset keep the detector's own defaults."""
     out = {"backbone": args.backbone, "device": args.device}
-    out.update({k: v for k, v in (("image_size", args.image_size), ("fusion", args.fusion))
-                if v is not None})
+    out.update({k: v for k, v in (("image_size", args.image_size), ("fusion", args.fusion),
+                                  ("intra_image", args.intra_image)) if v is not None})
     if args.variation:
         out["variation"] = True
     if args.target_miss_rate is not None:

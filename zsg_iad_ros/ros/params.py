@@ -131,6 +131,11 @@ INSPECTION_PARAMS = (
               "a stream of one product in any pose, with 2+ references; sees missing or shifted"
               " material that patch memory cannot; about 0.1-0.2 s more per part on 2 CPU cores",
               True),
+    ParamSpec("intra_image", "auto",
+              "also score each part against its own surface (each patch against the part's "
+              "other patches), calibrated apart and fused with the memory's score: auto "
+              "(streams of surfaces, judged from the references or the first parts), on, off",
+              True, choices=("auto", "on", "off")),
     # outputs
     ParamSpec("publish_overlay", True, "publish inspection/overlay (rgb8)"),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", True,
@@ -164,5 +169,6 @@ def detector_config_dict(p: dict) -> dict:
         "min_region_area_px": p["min_region_area_px"],
         "score_margin": p["score_margin"],
         "variation": p["variation"],
+        "intra_image": p["intra_image"],
         "grounding_weights": p["grounding_weights"] or None,
     }
