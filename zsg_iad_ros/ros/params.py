@@ -134,7 +134,7 @@ INSPECTION_PARAMS = (
     ParamSpec("intra_image", "auto",
               "also score each part against its own surface (each patch against the part's "
               "other patches), calibrated apart and fused with the memory's score: auto "
-              "(streams of surfaces, judged from the references or the first parts), on, off",
+              "(untaught streams of surfaces, judged from their first parts), on, off",
               True, choices=("auto", "on", "off")),
     # outputs
     ParamSpec("publish_overlay", True, "publish inspection/overlay (rgb8)"),
