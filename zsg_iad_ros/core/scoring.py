@@ -131,13 +131,13 @@ def inner(x: torch.Tensor, margin: float) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def _far_candidates(h: int, w: int, min_offset: float, stride: int) -> tuple:
-    """(candidate patch indices, (h * w, candidates) mask of the pairs closer than min_offset):
-    the same for every part of one grid, so computed once."""
+def _far_candidates(h: int, w: int, min_offset: float, stride: int, device: str) -> tuple:
+    """(candidate patch indices, (h * w, candidates) mask of the pairs closer than min_offset),
+    on `device`: the same for every part of one grid, so computed (and copied there) once."""
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     pos = torch.stack([yy.flatten() / h, xx.flatten() / w], 1).float()
     cand = (yy[::stride, ::stride] * w + xx[::stride, ::stride]).flatten()
-    return cand, torch.cdist(pos, pos[cand]) < min_offset
+    return cand.to(device), (torch.cdist(pos, pos[cand]) < min_offset).to(device)
 
 
 def intra_image_score(feat: torch.Tensor, min_offset: float = 0.25, k_frac: float = 0.02,
@@ -153,8 +153,7 @@ def intra_image_score(feat: torch.Tensor, min_offset: float = 0.25, k_frac: floa
     """
     C, h, w = feat.shape
     x = feat.reshape(C, -1).T.float()
-    cand, near = _far_candidates(h, w, float(min_offset), int(stride))
-    cand, near = cand.to(feat.device), near.to(feat.device)
+    cand, near = _far_candidates(h, w, float(min_offset), int(stride), str(feat.device))
     y = x[cand]
     d2 = torch.addmm((y * y).sum(1)[None], x, y.T, alpha=-2) + (x * x).sum(1)[:, None]
     d2 = d2.masked_fill(near, float("inf"))
