@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from zsg_iad_ros.core.detector import Detector, DetectorConfig, ModelLoadError
-from zsg_iad_ros.core.frame import Frame
+from zsg_iad_ros.core.frame import SCAN_CURVATURE, Frame
 from zsg_iad_ros.data.synthetic import generate_sample
 
 CAT = "wood"                 # thermal cell, surface part
@@ -78,6 +78,36 @@ def test_defect_in_one_modality_found_where_planted(taught, modality):
     assert r.hypotheses and r.hypotheses[0].sentence
     if modality != "rgb":
         assert region.centroid_3d is not None and 0.2 < region.centroid_3d[2] < 1.0
+
+
+def with_scan_curvature(frame: Frame, seed: int, blob=None) -> Frame:
+    """Copy of `frame` carrying a scanner's curvature map: a plain surface's low, noisy
+    curvature, raised inside `blob` (a defect only the scan's own curvature shows)."""
+    c = 0.1 + 0.02 * np.random.default_rng(seed).standard_normal(frame.shape)
+    if blob is not None:
+        c[blob] = 0.6
+    return dataclasses.replace(frame, extra_maps={SCAN_CURVATURE: c.astype(np.float32)})
+
+
+def test_scan_curvature_read_by_the_geometry_modality(detector_factory):
+    """Where the frame carries the scanner's own curvature, the geometry modality reads it: a
+    defect only that map shows is found where it lies and attributed to the geometry, and
+    normal parts pass."""
+    det = detector_factory()
+    det.teach([with_scan_curvature(generate_sample(CAT, "good", s).frame, s) for s in REF_SEEDS])
+    mask = disk((170, 90), 10)
+    for seed in GOOD_SEEDS:
+        good = generate_sample(CAT, "good", seed).frame
+        normal = det.detect(with_scan_curvature(good, seed), update_memory=False)
+        assert not normal.is_anomalous, (seed, normal.pred_score, normal.modality_scores)
+        r = det.detect(with_scan_curvature(good, seed, mask), update_memory=False)
+        assert found_where_planted(r, mask), (seed, r.pred_score, r.modality_scores)
+        assert r.modality_scores["geometry"] >= r.threshold
+        assert "geometry" in max(r.regions, key=lambda x: x.area_px).modalities
+    bad = with_scan_curvature(good, 0)
+    bad.extra_maps[SCAN_CURVATURE] = np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match=SCAN_CURVATURE):
+        det.detect(bad)
 
 
 @pytest.mark.parametrize("angle", [90.0, 180.0, 270.0])
@@ -210,6 +240,34 @@ def test_streaming_cold_start_and_memory(detector_factory):
     assert len(det._streams[CAT]["sensor"].memory) == n
     det.reset(CAT)
     assert CAT not in det._streams
+
+
+def test_untaught_stream_calibrated_by_its_first_parts(detector_factory):
+    """Before its history can calibrate it, an untaught stream is calibrated by its first
+    memory parts scored against each other (leave-one-out, as references would be): from the
+    fourth part on, normal parts and defective ones lie on one scale, defects above, and a
+    defect in the sixth and seventh parts is flagged (each part's own statistics, the cold
+    start, flagged neither)."""
+    det = detector_factory(grounding=False)
+    normal, defective = [], []
+    for s in range(40, 47):
+        frame = generate_sample(CAT, "good", s).frame
+        if s >= 43:  # parts 4..7: the memory holds 3..6 parts, no history calibration yet
+            bad, _ = plant(frame, "sensor")
+            d = det.detect(bad, update_memory=False)
+            assert not d.confident
+            defective.append(d)
+        r = det.detect(frame)
+        if s >= 43:
+            assert not r.confident and not r.is_anomalous
+            normal.append(r.pred_score)
+        st = det._streams[CAT]["sensor"]
+        assert (st.provisional is not None) == (41 <= s < 46), s  # parts 2..6 give one
+    assert min(d.pred_score for d in defective) > max(normal), (defective, normal)
+    assert all(d.is_anomalous for d in defective[-2:]), [d.pred_score for d in defective]
+    for s in range(47, 50):  # the history takes over and the early parts are let go
+        r = det.detect(generate_sample(CAT, "good", s).frame)
+    assert r.confident and not st.early and st.provisional is None
 
 
 def test_threshold_override(taught):

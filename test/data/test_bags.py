@@ -135,9 +135,32 @@ def test_cloud_with_padding_and_extra_fields():
     out = msgconv.cloud_to_numpy(m)
     assert out.shape == (2, 3, 3) and np.array_equal(out, xyz, equal_nan=True)
     assert msgconv.cloud_to_numpy(m, organized=False).shape == (6, 3)
+    assert msgconv.cloud_curvature(m) is None
     m.fields = m.fields[:2]
     with pytest.raises(ValueError, match="lacks"):
         msgconv.cloud_to_numpy(m)
+
+
+def test_cloud_curvature_field_round_trip():
+    class Field:
+        def __init__(self, d):
+            self.__dict__.update(d)
+
+    class Msg:
+        pass
+
+    rng = np.random.default_rng(2)
+    xyz = rng.normal(size=(2, 3, 3)).astype(np.float32)
+    curv = rng.random((2, 3)).astype(np.float32)
+    m = Msg()
+    for k, v in msgconv.numpy_to_cloud_kwargs(xyz, curv).items():
+        setattr(m, k, v)
+    m.fields = [Field(f) for f in m.fields]
+    assert m.point_step == 16 and [f.name for f in m.fields] == ["x", "y", "z", "curvature"]
+    assert np.array_equal(msgconv.cloud_to_numpy(m), xyz)
+    assert np.array_equal(msgconv.cloud_curvature(m), curv)
+    with pytest.raises(ValueError, match="one value per point"):
+        msgconv.numpy_to_cloud_kwargs(xyz, curv[:1])
 
 
 def test_bag_messages_deserialize_with_the_ros_message_classes(tmp_path):

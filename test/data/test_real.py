@@ -28,6 +28,7 @@ def test_mulsen_matches_manifest():
         assert f.sensor.dtype == np.float32 and f.sensor.shape == (256, 256)
         assert f.points.shape == (256, 256, 3) and np.isfinite(f.points).all()
         assert set(f.extra_maps) == {"pc_curvature", "pc_normal_deviation"}
+        assert all(0 <= m.min() and m.max() <= 1 for m in f.extra_maps.values())
         if r["gt_mask"]:
             assert s.gt_mask.sum() == int(r["mask_pixels"])
         elif s.label:
@@ -44,6 +45,9 @@ def test_mulsen_bag_round_trip(tmp_path):
     for a, b in zip(samples, back):
         assert np.array_equal(a.frame.rgb, b.frame.rgb)
         assert a.frame.points.tobytes() == b.frame.points.tobytes()
+        # the scanner's curvature travels as the cloud's `curvature` field
+        curv = [s.frame.extra_maps["pc_curvature"] for s in (a, b)]
+        assert np.array_equal(*curv)
         assert b.frame.registered is False
         assert (a.gt_mask is None) == (b.gt_mask is None)
     with pytest.raises(ValueError):

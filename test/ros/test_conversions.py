@@ -107,6 +107,23 @@ def test_cloud_with_extra_fields_any_offsets_and_row_padding(bigendian):
     np.testing.assert_array_equal(conv.pointcloud2_to_xyz(msg), xyz)
 
 
+def test_scanner_curvature_field_read_from_an_organized_cloud():
+    """PCL PointNormal layout (x, y, z, pad, normal_x..z, curvature): the curvature comes back
+    on the cloud's grid; an unorganized cloud or one without the field gives None."""
+    dt = np.dtype({"names": ["x", "y", "z", "normal_x", "normal_y", "normal_z", "curvature"],
+                   "formats": ["<f4"] * 7, "offsets": [0, 4, 8, 16, 20, 24, 32],
+                   "itemsize": 48})
+    rec = np.zeros((3, 4), dt)
+    curv = RNG.random((3, 4)).astype(np.float32)
+    curv[0, 1] = np.inf
+    rec["x"], rec["y"], rec["z"], rec["curvature"] = 0.1, 0.2, 0.5, curv
+    out = conv.pointcloud2_curvature(conv.array_to_pointcloud2(rec))
+    assert out.shape == (3, 4) and np.isnan(out[0, 1])
+    np.testing.assert_array_equal(np.delete(out.ravel(), 1), np.delete(curv.ravel(), 1))
+    assert conv.pointcloud2_curvature(conv.array_to_pointcloud2(rec.reshape(-1))) is None
+    assert conv.pointcloud2_curvature(conv.xyz_to_pointcloud2(RNG.random((3, 4, 3)))) is None
+
+
 def test_unorganized_cloud_drops_non_finite_points():
     pts = RNG.random((10, 3)).astype(np.float32)
     pts[3] = np.nan

@@ -81,6 +81,42 @@ def test_bad_inputs_are_counted_and_good_frames_still_served(make_graph):
     assert d["modalities/rgb"] == "ok"
 
 
+def test_cloud_curvature_reaches_the_detector_as_the_scan_curvature(detector):
+    """A cloud with a `curvature` field (the scanner's own) reaches the detector as
+    `Frame.extra_maps[SCAN_CURVATURE]`, on the cloud's grid; a plain cloud carries none."""
+    from zsg_iad_ros.core.frame import SCAN_CURVATURE
+    from zsg_ros_testkit import Graph
+
+    seen = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(detector, name)
+
+        def detect(self, frame, update_memory=True):
+            seen.append(frame)
+            return detector.detect(frame, update_memory)
+
+    g = Graph(Recording(), {})
+    try:
+        rgb, sensor, points, _ = good_part(64)
+        rec = np.zeros(points.shape[:2], [("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+                                          ("curvature", "<f4")])
+        curv = np.linspace(0, 1, rec.size, dtype=np.float32).reshape(rec.shape)
+        rec["x"], rec["y"], rec["z"], rec["curvature"] = (points[..., 0], points[..., 1],
+                                                          points[..., 2], curv)
+        g.publish(1.0, rgb, sensor, conv.array_to_pointcloud2(rec, header(1.0)))
+        g.wait_report(1.0)
+        g.publish(2.0, rgb, sensor, points)
+        g.wait_report(2.0)
+    finally:
+        g.close()
+    assert len(seen) == 2
+    np.testing.assert_array_equal(seen[0].extra_maps[SCAN_CURVATURE], curv)
+    assert seen[0].points.shape == points.shape
+    assert SCAN_CURVATURE not in seen[1].extra_maps
+
+
 def _unmatched_then_complete_part(g):
     rgb, sensor, points, _ = good_part(64)
     g.pub["rgb"].publish(conv.numpy_to_image(rgb, "rgb8", header(10.0)))

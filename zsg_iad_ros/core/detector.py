@@ -23,9 +23,9 @@ from scipy import ndimage
 from . import scoring as sc
 from .backbones import (BuiltinBackbone, ModelLoadError, load_backbone, rgb_image, select_device,
                         sensor_image, to_three_channels, WEIGHTS_DIR)
-from .frame import (GEOMETRY, MODALITIES, RGB, SENSOR, SENSOR_TYPES, DefectRegion, Detection,
-                    Frame, Hypothesis)
-from .geometry import centroid_3d, geometry_maps
+from .frame import (GEOMETRY, MODALITIES, RGB, SCAN_CURVATURE, SENSOR, SENSOR_TYPES,
+                    DefectRegion, Detection, Frame, Hypothesis)
+from .geometry import centroid_3d, geometry_maps, scan_curvature_image
 from .prompts import UNKNOWN_TYPE, sentence_bank, state_prompts, type_fits_evidence
 from .registration import TEXTURE_THRESHOLD, texture_score
 
@@ -75,7 +75,8 @@ class DetectorConfig:
     grounding: bool = True
     grounding_weights: Optional[str] = None  # None -> shipped file
     text_encoder: str = "minilm"    # 'minilm' | 'backbone' | local sentence-transformers dir
-    #: parts of stream history before the stream's own statistics calibrate scores
+    #: parts of stream history before the stream's own statistics calibrate scores (until
+    #: then an untaught stream's first memory parts do, scored against each other)
     min_history: int = 5
     #: fraction of memory parts averaged in mutual scoring (lowest per-part distances)
     mutual_fraction: float = 0.3
@@ -344,24 +345,7 @@ class Detector:
             st = state[m]
             kept = [[self._memory_entry(f) for f in fi] for fi in have]
             st.pinned = [e for ki in kept for e in ki]
-            raw, spreads = [], []
-            # Every orientation of every reference against the other references (with one
-            # reference: against its other orientations, or itself shifted by one patch).
-            for i, fi in enumerate(have):
-                rest = [e for j, kj in enumerate(kept) if j != i for e in kj]
-                rest_memory = torch.stack(rest) if rest else None
-                for k, f in enumerate(fi):
-                    others = rest_memory
-                    if others is None:
-                        others = torch.stack([e for j, e in enumerate(kept[i]) if j != k] or [
-                            self._memory_entry(torch.roll(f, shifts=(1, 1), dims=(1, 2)))])
-                    r = sc.mutual_score(f.flatten(1).T, others, self.config.mutual_fraction)
-                    r = sc.inner(r.reshape(f.shape[1:]), self.config.score_margin)
-                    raw.append(float(sc.topk_mean(r)))
-                    spreads.append(sc.spread(r))
-            st.taught = sc.ScoreStats.of_scores(raw, spread=float(np.median(spreads)),
-                                                quantile=self._quantile(),
-                                                n_independent=len(have))
+            st.taught = self._leave_one_out_stats(have, kept)
             st.raw_scores.clear()
             if self.config.intra_image == "on":  # each reference against its own patches
                 own = [sc.inner(sc.intra_image_score(fi[0]), self.config.score_margin)
@@ -379,6 +363,43 @@ class Detector:
         if self.config.variation:
             self.variation_status[stream] = self._teach_aligned(
                 stream, frames, [images for images, _ in rendered])
+
+    def _leave_one_out_stats(self, feats: List[List[torch.Tensor]],
+                             entries: List[List[torch.Tensor]]) -> sc.ScoreStats:
+        """Calibration from known- or presumed-good parts: every orientation of every part
+        (feats[i][k], (C, h, w)) scored against the other parts' memory entries (with one part:
+        against its other orientations, or itself shifted by one patch); median / MAD of
+        those scores, widened for the number of parts (small-sample factor)."""
+        raw, spreads = [], []
+        for i, fi in enumerate(feats):
+            rest = [e for j, kj in enumerate(entries) if j != i for e in kj]
+            rest_memory = torch.stack(rest) if rest else None
+            for k, f in enumerate(fi):
+                others = rest_memory
+                if others is None:
+                    others = torch.stack([e for j, e in enumerate(entries[i]) if j != k] or [
+                        self._memory_entry(torch.roll(f, shifts=(1, 1), dims=(1, 2)))])
+                r = sc.mutual_score(f.flatten(1).T, others, self.config.mutual_fraction)
+                r = sc.inner(r.reshape(f.shape[1:]), self.config.score_margin)
+                raw.append(float(sc.topk_mean(r)))
+                spreads.append(sc.spread(r))
+        return sc.ScoreStats.of_scores(raw, spread=float(np.median(spreads)),
+                                       quantile=self._quantile(), n_independent=len(feats))
+
+    def _remember_early(self, st: sc.ModalityState, feat: torch.Tensor,
+                        entry: torch.Tensor) -> None:
+        """An untaught stream's part entering memory before the stream's history can
+        calibrate it: kept whole, and the first parts so kept calibrate the stream by
+        leave-one-out, as references would (scores of parts 3 to min_history + 2 then share
+        one scale instead of each part's own). Dropped once the history takes over."""
+        if st.taught is not None or len(st.raw_scores) >= self.config.min_history:
+            st.early.clear()
+            st.provisional = None
+            return
+        st.early.append((feat, entry))
+        if len(st.early) >= 2:
+            st.provisional = self._leave_one_out_stats([[f] for f, _ in st.early],
+                                                       [[e] for _, e in st.early])
 
     def teach_defects(self, frames: List[Frame]) -> List[float]:
         """Score known-defective parts of one taught stream (the limit samples a cell keeps
@@ -493,6 +514,10 @@ class Detector:
                 raise ValueError(f"frame.points must be (H, W, 3) or (N, 3), got {a.shape}")
             if a.ndim == 2 and frame.intrinsics is None:
                 raise ValueError("an unorganized cloud (N, 3) needs frame.intrinsics")
+            curv = frame.extra_maps.get(SCAN_CURVATURE)
+            if curv is not None and (np.ndim(curv) != 2 or min(np.shape(curv)) < 8):
+                raise ValueError(f"frame.extra_maps[{SCAN_CURVATURE!r}] must be (H, W), got "
+                                 f"{np.shape(curv)}")
         return frame
 
     def _images(self, frame: Frame, timings: dict) -> Dict[str, torch.Tensor]:
@@ -518,7 +543,11 @@ class Detector:
             geo = geometry_maps(frame.points, intr, (S, S), device=self.device)
             if not bool(geo.valid.any()):
                 raise ValueError("frame.points has no valid point (all NaN / non-positive depth)")
-            images[GEOMETRY] = geo.as_image()
+            scan_curvature = frame.extra_maps.get(SCAN_CURVATURE)
+            # A scanner's own curvature is computed on its full mesh: the maps derived from
+            # the points are a fall-back (docs/DETECTOR.md, "Features per modality").
+            images[GEOMETRY] = geo.as_image() if scan_curvature is None else \
+                scan_curvature_image(scan_curvature, (S, S), self.device)
             if self.config.variation:  # what the aligned comparison sees of the geometry
                 images[HEIGHT] = geo.height()
         timings["geometry"] = (time.perf_counter() - t0) * 1e3
@@ -562,21 +591,30 @@ class Detector:
             else:
                 raw = sc.mutual_score(f.flatten(1).T, mem, self.config.mutual_fraction)
                 raw = raw.reshape(h, w)
-            stats = st.score_stats(self.config.min_history, self._quantile())
+            stats = map_stats = st.score_stats(self.config.min_history, self._quantile())
             if stats is None:
-                stats = sc.cold_start_stats(raw)
+                stats = map_stats = sc.cold_start_stats(raw)
+                confident = False
+            elif stats is st.provisional:
+                # A few presumed-good parts calibrate the part's score; its map keeps the
+                # part's own statistics, whose scale is not widened for the few parts
+                # (widened, the early parts' maps fell below the later parts' normal pixels).
+                map_stats = sc.cold_start_stats(raw)
                 confident = False
             # Scores against fewer than 2 memory parts are inflated: kept out of the history.
             n_mem = 0 if mem is None else mem.shape[0]
             margin = self.config.score_margin
             raw_in = sc.inner(raw, margin)
             raw_scores[m] = (float(sc.topk_mean(raw_in)), sc.spread(raw_in), n_mem >= 2)
-            cmap = (raw - stats.loc) / stats.scale
+            cmap = (raw - map_stats.loc) / map_stats.scale
             if m == RGB and "rgb:language" in feats:
                 cmap = torch.maximum(cmap, self._language_cmap(feats["rgb:language"],
                                                                frame.stream))
             cmaps[m] = cmap
-            cscores[m] = float(sc.topk_mean(sc.inner(cmap, margin)))
+            if map_stats is stats:
+                cscores[m] = float(sc.topk_mean(sc.inner(cmap, margin)))
+            else:
+                cscores[m] = (raw_scores[m][0] - stats.loc) / stats.scale
         sources = list(cscores.values())
         own = self.own_image_scored(frame.stream)
         if own is not False:  # undecided: scored for the history only
@@ -791,7 +829,9 @@ class Detector:
                     cap = max(1, self.config.memory_size - len(st.pinned))
                     if st.memory.maxlen != cap:
                         st.memory = deque(st.memory, maxlen=cap)
-                    st.memory.append(self._memory_entry(feats[m]))
+                    entry = self._memory_entry(feats[m])
+                    st.memory.append(entry)
+                    self._remember_early(st, feats[m], entry)
         timings["postprocess"] = (time.perf_counter() - t0) * 1e3
         det = Detection(anomaly_map=np.clip(amap, 0, 1), pred_mask=mask,
                         pred_score=float(pred_score), threshold=float(threshold),

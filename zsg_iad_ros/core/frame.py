@@ -22,6 +22,9 @@ THERMAL = "thermal"
 XRAY = "xray"
 SENSOR_TYPES = (THERMAL, XRAY)
 
+#: `Frame.extra_maps` key of a scanner's own surface curvature (see `Frame.extra_maps`).
+SCAN_CURVATURE = "pc_curvature"
+
 
 @dataclass
 class CameraIntrinsics:
@@ -66,7 +69,10 @@ class Frame:
     registered: bool = True
     stream: str = "default"
     #: Further per-pixel maps from the source, by name (e.g. MulSen-AD 'pc_curvature' and
-    #: 'pc_normal_deviation', float32 on the scan grid); empty for most sources.
+    #: 'pc_normal_deviation', float32 on the scan grid); empty for most sources. Under
+    #: SCAN_CURVATURE, curvature in [0, 1] as the scanner computed it on its full-resolution
+    #: mesh: the geometry modality then reads it instead of the maps it derives from `points`
+    #: (a projected scan loses the curvature of faces seen edge-on; docs/DETECTOR.md).
     extra_maps: Dict[str, np.ndarray] = field(default_factory=dict)
 
     @property

@@ -318,6 +318,17 @@ def geometry_maps(points: np.ndarray, intrinsics: Optional[CameraIntrinsics], si
     raise ValueError(f"points must be (H, W, 3) or (N, 3), got {pts.shape}")
 
 
+def scan_curvature_image(curvature: np.ndarray, size: tuple, device="cpu") -> torch.Tensor:
+    """(3, H, W) float32 in [0, 1]: a scanner's own curvature map (values in [0, 1], NaN where
+    the scan has none) on the image grid, repeated over the three channels a feature extractor
+    reads. Used as it is, unlike `GeometryMaps.as_image`: it is already a surface property."""
+    c = np.nan_to_num(np.asarray(curvature, np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    t = torch.from_numpy(np.clip(c, 0.0, 1.0)).to(device)[None, None]
+    if tuple(t.shape[-2:]) != tuple(size):
+        t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+    return t[0].expand(3, -1, -1).contiguous()
+
+
 def centroid_3d(points: np.ndarray, region: np.ndarray,
                 intrinsics: Optional[CameraIntrinsics]) -> Optional[tuple]:
     """Median of the valid cloud points under a region mask (H, W) bool; None without depth.

@@ -341,6 +341,10 @@ class ModalityState:
     raw_scores: Deque[float] = field(default_factory=lambda: deque(maxlen=64))
     raw_spreads: Deque[float] = field(default_factory=lambda: deque(maxlen=64))
     taught: Optional[ScoreStats] = None
+    #: untaught stream before its history calibrates it: its first memory parts, whole
+    #: ((C, h, w) features, memory entry), and the leave-one-out calibration they give
+    early: List[tuple] = field(default_factory=list)
+    provisional: Optional[ScoreStats] = None
 
     def memory_tensor(self) -> Optional[torch.Tensor]:
         parts = list(self.pinned) + list(self.memory)
@@ -349,14 +353,15 @@ class ModalityState:
     def score_stats(self, min_history: int, quantile: Optional[float] = None
                     ) -> Optional[ScoreStats]:
         """Taught references first, else the stream's own history (normal-majority
-        assumption), else None (cold start). ``quantile``: see ScoreStats.of_scores."""
+        assumption), else its first memory parts' leave-one-out calibration (`provisional`),
+        else None (cold start). ``quantile``: see ScoreStats.of_scores."""
         if self.taught is not None:
             return self.taught
         if len(self.raw_scores) >= min_history:
             return ScoreStats.of_scores(list(self.raw_scores),
                                         spread=float(np.median(self.raw_spreads)),
                                         quantile=quantile)
-        return None
+        return self.provisional
 
 
 def cold_start_stats(raw: torch.Tensor) -> ScoreStats:

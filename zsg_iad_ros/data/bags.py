@@ -29,10 +29,10 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore, get_types_from_msg
 
-from ..core.frame import GEOMETRY, RGB, SENSOR, THERMAL, XRAY, Frame, Sample
-from .msgconv import (camera_info_to_intrinsics, cloud_to_numpy, image_to_numpy,
-                      intrinsics_to_camera_info_kwargs, mask_to_mono8, numpy_to_cloud_kwargs,
-                      numpy_to_image_kwargs)
+from ..core.frame import GEOMETRY, RGB, SCAN_CURVATURE, SENSOR, THERMAL, XRAY, Frame, Sample
+from .msgconv import (camera_info_to_intrinsics, cloud_curvature, cloud_to_numpy,
+                      image_to_numpy, intrinsics_to_camera_info_kwargs, mask_to_mono8,
+                      numpy_to_cloud_kwargs, numpy_to_image_kwargs)
 
 __all__ = ["TOPIC_RGB", "TOPIC_SENSOR", "TOPIC_POINTS", "TOPIC_CAMERA_INFO", "TOPIC_GT",
            "FRAME_ID", "SENSOR_FRAME_IDS", "GROUND_TRUTH_TYPE", "typestore", "write_bag",
@@ -124,7 +124,12 @@ def _messages_for(sample: Sample, stamp_ns: int) -> List[Tuple[str, str, object]
         out.append((TOPIC_SENSOR, IMAGE_T,
                     _image(ts, sh, np.asarray(f.sensor, np.float32), "32FC1")))
     if f.points is not None:
-        kw = numpy_to_cloud_kwargs(np.asarray(f.points, np.float32))
+        points = np.asarray(f.points, np.float32)
+        curv = f.extra_maps.get(SCAN_CURVATURE) if points.ndim == 3 else None
+        if curv is not None and np.shape(curv) != points.shape[:2]:
+            raise ValueError(f"sample {sample.sample_id!r}: scan curvature "
+                             f"{np.shape(curv)} is not on the points' grid {points.shape[:2]}")
+        kw = numpy_to_cloud_kwargs(points, curv)
         kw["fields"] = [T["sensor_msgs/msg/PointField"](**fd) for fd in kw["fields"]]
         ph = _header(ts, stamp_ns, f.cloud_frame_id or FRAME_ID)
         out.append((TOPIC_POINTS, CLOUD_T, T[CLOUD_T](header=ph, **kw)))
@@ -239,6 +244,7 @@ def _mask_from(img) -> np.ndarray:
 def sample_from_messages(group: Dict[str, object]) -> Sample:
     """One group of `iter_bag_groups` -> Sample (Frame + ground truth when present)."""
     rgb = sensor = points = intr = None
+    extra = {}
     sensor_type = THERMAL
     stamp = None
     frame_id, cloud_frame_id = FRAME_ID, FRAME_ID
@@ -262,6 +268,9 @@ def sample_from_messages(group: Dict[str, object]) -> Sample:
     if TOPIC_POINTS in group:
         m = group[TOPIC_POINTS]
         points = cloud_to_numpy(m)
+        curv = cloud_curvature(m) if points.ndim == 3 else None
+        if curv is not None:
+            extra[SCAN_CURVATURE] = curv
         cloud_frame_id = m.header.frame_id
         stamp = stamp if stamp is not None else _stamp_ns(m.header.stamp)
     if TOPIC_CAMERA_INFO in group:
@@ -271,7 +280,8 @@ def sample_from_messages(group: Dict[str, object]) -> Sample:
                   intrinsics=intr, stamp_ns=stamp or 0, frame_id=frame_id,
                   cloud_frame_id=cloud_frame_id,
                   registered=bool(gt.registered) if gt is not None else True,
-                  stream=gt.category if gt is not None and gt.category else "default")
+                  stream=gt.category if gt is not None and gt.category else "default",
+                  extra_maps=extra)
     if gt is None:
         return Sample(frame=frame, label=0, category=frame.stream, defect_type="unknown")
     masks = {name: _mask_from(img) for name, img in zip(gt.mask_modalities, gt.modality_masks)}

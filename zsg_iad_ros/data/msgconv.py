@@ -15,9 +15,10 @@ import numpy as np
 
 from ..core.frame import CameraIntrinsics
 
-__all__ = ["IMAGE_ENCODINGS", "POINTFIELD_DTYPES", "image_to_numpy", "numpy_to_image_kwargs",
-           "cloud_to_numpy", "numpy_to_cloud_kwargs", "camera_info_to_intrinsics",
-           "intrinsics_to_camera_info_kwargs", "rgb_from_image", "mask_to_mono8"]
+__all__ = ["IMAGE_ENCODINGS", "POINTFIELD_DTYPES", "CURVATURE_FIELD", "image_to_numpy",
+           "numpy_to_image_kwargs", "cloud_to_numpy", "cloud_curvature", "numpy_to_cloud_kwargs",
+           "camera_info_to_intrinsics", "intrinsics_to_camera_info_kwargs", "rgb_from_image",
+           "mask_to_mono8"]
 
 #: encoding -> (numpy dtype, channels)
 IMAGE_ENCODINGS: Dict[str, tuple] = {
@@ -31,6 +32,9 @@ IMAGE_ENCODINGS: Dict[str, tuple] = {
 POINTFIELD_DTYPES = {1: np.int8, 2: np.uint8, 3: np.int16, 4: np.uint16, 5: np.int32,
                      6: np.uint32, 7: np.float32, 8: np.float64}
 FLOAT32 = 7
+#: optional per-point field of a cloud: the scanner's own surface curvature (PCL PointNormal's
+#: name); carries `Frame.extra_maps[SCAN_CURVATURE]` of an organized cloud
+CURVATURE_FIELD = "curvature"
 
 
 def _as_bytes(data) -> np.ndarray:
@@ -117,8 +121,21 @@ def _cloud_dtype(msg, names=("x", "y", "z")) -> np.dtype:
 def cloud_to_numpy(msg, organized: Optional[bool] = None) -> np.ndarray:
     """sensor_msgs/PointCloud2 -> float32 xyz: (H, W, 3) when organized (height > 1, or
     `organized=True`), else (N, 3). NaN points are kept."""
+    return _cloud_fields(msg, ("x", "y", "z"), organized)
+
+
+def cloud_curvature(msg, organized: Optional[bool] = None) -> Optional[np.ndarray]:
+    """The cloud's per-point `curvature` field (PCL's PointNormal convention) as float32, shaped
+    like `cloud_to_numpy`'s points without the last axis; None when the cloud has none."""
+    if CURVATURE_FIELD not in {f.name for f in msg.fields}:
+        return None
+    return _cloud_fields(msg, (CURVATURE_FIELD,), organized)[..., 0]
+
+
+def _cloud_fields(msg, names, organized: Optional[bool]) -> np.ndarray:
+    """float32 (H, W, len(names)) when organized, else (N, len(names))."""
     h, w = int(msg.height), int(msg.width)
-    dt = _cloud_dtype(msg)
+    dt = _cloud_dtype(msg, names)
     buf = _as_bytes(msg.data)
     row_step = int(msg.row_step)
     need = (h - 1) * row_step + w * dt.itemsize if h and w else 0
@@ -129,24 +146,34 @@ def cloud_to_numpy(msg, organized: Optional[bool] = None) -> np.ndarray:
             for r in range(h)] if row_step != w * dt.itemsize else \
         [np.frombuffer(buf[:h * w * dt.itemsize], dt)]
     rec = np.concatenate(rows) if rows else np.zeros(0, dt)
-    xyz = np.stack([rec["x"], rec["y"], rec["z"]], -1).astype(np.float32)
+    out = np.stack([rec[n] for n in names], -1).astype(np.float32)
     if organized is None:
         organized = h > 1
-    return xyz.reshape(h, w, 3) if organized else xyz.reshape(-1, 3)
+    return out.reshape(h, w, len(names)) if organized else out.reshape(-1, len(names))
 
 
-def numpy_to_cloud_kwargs(points: np.ndarray) -> dict:
+def numpy_to_cloud_kwargs(points: np.ndarray, curvature: Optional[np.ndarray] = None) -> dict:
     """(H, W, 3) organized or (N, 3) float32 xyz -> PointCloud2 fields. `fields` is a list of
-    dicts (name, offset, datatype, count) to build PointField messages from."""
+    dicts (name, offset, datatype, count) to build PointField messages from. `curvature`, one
+    value per point (points.shape[:-1]), adds a `curvature` field after x, y, z."""
     p = np.asarray(points)
     if p.dtype != np.float32 or p.shape[-1] != 3 or p.ndim not in (2, 3):
         raise ValueError(f"points must be float32 (H, W, 3) or (N, 3), got {p.dtype} {p.shape}")
     h, w = (p.shape[0], p.shape[1]) if p.ndim == 3 else (1, p.shape[0])
+    names = list("xyz")
+    if curvature is not None:
+        c = np.asarray(curvature, np.float32)
+        if c.shape != p.shape[:-1]:
+            raise ValueError(f"curvature must have one value per point {p.shape[:-1]}, got "
+                             f"{c.shape}")
+        p = np.concatenate([p, c[..., None]], -1)
+        names.append(CURVATURE_FIELD)
+    step = 4 * len(names)
     data = np.ascontiguousarray(p.astype("<f4", copy=False)).reshape(-1).view(np.uint8)
     fields = [dict(name=n, offset=4 * i, datatype=FLOAT32, count=1)
-              for i, n in enumerate("xyz")]
-    return dict(height=h, width=w, fields=fields, is_bigendian=False, point_step=12,
-                row_step=12 * w, data=data, is_dense=bool(np.isfinite(p).all()))
+              for i, n in enumerate(names)]
+    return dict(height=h, width=w, fields=fields, is_bigendian=False, point_step=step,
+                row_step=step * w, data=data, is_dense=bool(np.isfinite(p[..., :3]).all()))
 
 
 def camera_info_to_intrinsics(msg) -> CameraIntrinsics:

@@ -13,8 +13,8 @@ thermography + 3D scan, one folder per part, `<category>/test/<defect_type>/<id>
   v / 255 * `MULSEN_HEIGHT_RANGE_M`, z = `MULSEN_STANDOFF_M` - height (z away from a viewer
   above the part). The projection fills the whole grid, so every point is valid.
   `frame.cloud_frame_id='scan_frame'`, no intrinsics.
-* `frame.extra_maps`: 'pc_curvature' and 'pc_normal_deviation' as float32 0..255 on the scan
-  grid.
+* `frame.extra_maps`: 'pc_curvature' (`frame.SCAN_CURVATURE`, which the geometry modality
+  reads) and 'pc_normal_deviation' as float32 0..1 (8-bit value / 255) on the scan grid.
 * `frame.registered=False`: the three modalities are not pixel-aligned.
 * `gt_mask`: gt_mask.png in the RGB frame (bool). A defective part without an RGB mask (its
   defect shows only in the infrared or the scan) gets `gt_mask=None`, so pixel metrics skip
@@ -83,7 +83,7 @@ def _mulsen_sample(folder: Path, category: str, defect: str, sid: str) -> Sample
     rgb = _png(folder / "rgb.png", "RGB")
     ir = _png(folder / "ir.png", "L").astype(np.float32)
     points = _height_map_points(_png(folder / "pc_depth.png", "L"))
-    extra = {name: _png(folder / f"{name}.png", "L").astype(np.float32)
+    extra = {name: _png(folder / f"{name}.png", "L").astype(np.float32) / 255.0
              for name in ("pc_curvature", "pc_normal_deviation")
              if (folder / f"{name}.png").is_file()}
     label = int(defect != "good")

@@ -19,6 +19,7 @@ from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
 from zsg_iad_ros.core.frame import MODALITIES, CameraIntrinsics, DefectRegion, Detection
 from zsg_iad_ros.core.report import report_to_json
+from zsg_iad_ros.data.msgconv import CURVATURE_FIELD
 from zsg_iad_ros.msg import (AnomalyReport, DefectRegion as DefectRegionMsg, ModalityScore,
                              RuleCheck, StageLatency)
 
@@ -220,6 +221,20 @@ def pointcloud2_to_xyz(msg: PointCloud2) -> np.ndarray:
         xyz[~finite] = np.nan
         return xyz
     return np.ascontiguousarray(xyz.reshape(-1, 3)[finite.reshape(-1)])
+
+
+def pointcloud2_curvature(msg: PointCloud2) -> Optional[np.ndarray]:
+    """An organized cloud's per-point `curvature` field (PCL PointNormal's name: the scanner's
+    own surface curvature) as float32 (H, W), NaN where not finite; None when the cloud is
+    unorganized or has no such field."""
+    if msg.height <= 1 or CURVATURE_FIELD not in {f.name for f in msg.fields}:
+        return None
+    c = pointcloud2_to_array(msg, (CURVATURE_FIELD,))[CURVATURE_FIELD].astype(np.float32)
+    if c.ndim != 2:
+        raise ConversionError("bad_field", f"field '{CURVATURE_FIELD}' has more than one value "
+                                           "per point")
+    c[~np.isfinite(c)] = np.nan
+    return c
 
 
 def array_to_pointcloud2(points: np.ndarray, header=None) -> PointCloud2:

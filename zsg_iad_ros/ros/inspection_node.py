@@ -27,7 +27,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 
-from zsg_iad_ros.core.frame import GEOMETRY, RGB, SENSOR, Frame
+from zsg_iad_ros.core.frame import GEOMETRY, RGB, SCAN_CURVATURE, SENSOR, Frame
 from zsg_iad_ros.core.report import report_to_json
 from zsg_iad_ros.msg import AnomalyReport, RuleCheck, StageLatency
 from zsg_iad_ros.ros import conversions as conv
@@ -395,6 +395,7 @@ class InspectionNode(Node):
         shape = rgb.shape[:2]
         registered = self.p["registered"]
         sensor = points = intrinsics = None
+        extra = {}
         cloud_frame = rgb_msg.header.frame_id or self.p["default_frame_id"]
         if sensor_msg is not None:
             try:
@@ -412,6 +413,9 @@ class InspectionNode(Node):
                 if points.ndim == 3 and registered and points.shape[:2] != shape:
                     raise conv.ConversionError(
                         "resolution_mismatch", f"cloud is {points.shape[:2]}, rgb is {shape}")
+                curvature = conv.pointcloud2_curvature(cloud_msg)
+                if curvature is not None:  # the scanner's own: the detector reads it instead
+                    extra[SCAN_CURVATURE] = curvature
                 if points.ndim == 2:
                     if job.camera_info is None:
                         raise conv.ConversionError(
@@ -421,6 +425,7 @@ class InspectionNode(Node):
                 cloud_frame = cloud_msg.header.frame_id or cloud_frame
             except conv.ConversionError as e:
                 points = intrinsics = None
+                extra = {}
                 if not self._degrade(GEOMETRY, e.reason, e.detail):
                     return None
         if intrinsics is None and job.camera_info is not None:
@@ -432,7 +437,7 @@ class InspectionNode(Node):
                      intrinsics=intrinsics, stamp_ns=stamp_ns(rgb_msg),
                      frame_id=rgb_msg.header.frame_id or self.p["default_frame_id"],
                      cloud_frame_id=cloud_frame, registered=registered,
-                     stream=job.stream)
+                     stream=job.stream, extra_maps=extra)
 
     def _process(self, job: _Job):
         t0 = time.monotonic()
