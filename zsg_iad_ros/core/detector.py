@@ -25,7 +25,7 @@ from .backbones import (BuiltinBackbone, ModelLoadError, load_backbone, rgb_imag
                         sensor_image, to_three_channels, WEIGHTS_DIR)
 from .frame import (GEOMETRY, MODALITIES, RGB, SCAN_CURVATURE, SENSOR, SENSOR_TYPES,
                     DefectRegion, Detection, Frame, Hypothesis)
-from .geometry import centroid_3d, geometry_maps, scan_curvature_image
+from .geometry import centroid_3d, geometry_maps, has_valid_point, scan_curvature_image
 from .prompts import UNKNOWN_TYPE, sentence_bank, state_prompts, type_fits_evidence
 from .registration import TEXTURE_THRESHOLD, texture_score
 
@@ -539,17 +539,23 @@ class Detector:
         timings["preprocess"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         if GEOMETRY in use:
-            intr = frame.intrinsics
-            geo = geometry_maps(frame.points, intr, (S, S), device=self.device)
-            if not bool(geo.valid.any()):
-                raise ValueError("frame.points has no valid point (all NaN / non-positive depth)")
-            scan_curvature = frame.extra_maps.get(SCAN_CURVATURE)
+            no_point = "frame.points has no valid point (all NaN / non-positive depth)"
             # A scanner's own curvature is computed on its full mesh: the maps derived from
-            # the points are a fall-back (docs/DETECTOR.md, "Features per modality").
-            images[GEOMETRY] = geo.as_image() if scan_curvature is None else \
-                scan_curvature_image(scan_curvature, (S, S), self.device)
-            if self.config.variation:  # what the aligned comparison sees of the geometry
-                images[HEIGHT] = geo.height()
+            # the points are a fall-back (docs/DETECTOR.md, "Features per modality"), computed
+            # only where something reads them.
+            scan_curvature = frame.extra_maps.get(SCAN_CURVATURE)
+            if scan_curvature is not None:
+                if not has_valid_point(frame.points):
+                    raise ValueError(no_point)
+                images[GEOMETRY] = scan_curvature_image(scan_curvature, (S, S), self.device)
+            if scan_curvature is None or self.config.variation:
+                geo = geometry_maps(frame.points, frame.intrinsics, (S, S), device=self.device)
+                if not bool(geo.valid.any()):
+                    raise ValueError(no_point)
+                if scan_curvature is None:
+                    images[GEOMETRY] = geo.as_image()
+                if self.config.variation:  # what the aligned comparison sees of the geometry
+                    images[HEIGHT] = geo.height()
         timings["geometry"] = (time.perf_counter() - t0) * 1e3
         return images
 

@@ -318,6 +318,13 @@ def geometry_maps(points: np.ndarray, intrinsics: Optional[CameraIntrinsics], si
     raise ValueError(f"points must be (H, W, 3) or (N, 3), got {pts.shape}")
 
 
+def has_valid_point(points: np.ndarray) -> bool:
+    """Whether a cloud ((H, W, 3) or (N, 3)) has a point the maps count as valid: finite,
+    in front of the camera (z > 0), as in `organized_maps`."""
+    p = np.asarray(points)
+    return bool((np.isfinite(p).all(-1) & (p[..., 2] > 0)).any())
+
+
 def scan_curvature_image(curvature: np.ndarray, size: tuple, device="cpu") -> torch.Tensor:
     """(3, H, W) float32 in [0, 1]: a scanner's own curvature map (values in [0, 1], NaN where
     the scan has none) on the image grid, repeated over the three channels a feature extractor
