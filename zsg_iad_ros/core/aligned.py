@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy.stats import median_abs_deviation
 
 from .frame import GEOMETRY, RGB, SENSOR
 from .scoring import ScoreStats
@@ -78,7 +79,7 @@ def _distance(part: Dict[str, Tuple[np.ndarray, tuple]], reg: Registration,
             if both.sum() < 16:
                 continue
             yc = y[both]
-            unit = max(1.4826 * float(np.median(np.abs(yc - np.median(yc)))), 1e-6)
+            unit = max(float(median_abs_deviation(yc, scale="normal")), 1e-6)
             total += float(np.mean(np.abs(x[both] - yc))) / unit
     return total
 

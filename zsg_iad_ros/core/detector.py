@@ -350,11 +350,8 @@ class Detector:
             if self.config.intra_image == "on":  # each reference against its own patches
                 own = [sc.inner(sc.intra_image_score(fi[0]), self.config.score_margin)
                        for fi in have]
-                taught = sc.ScoreStats.of_scores(
-                    [float(sc.topk_mean(r)) for r in own],
-                    spread=float(np.median([sc.spread(r) for r in own])),
-                    quantile=self._quantile())
-                state[m + INTRA] = sc.ModalityState(memory=deque(), taught=taught)
+                state[m + INTRA] = sc.ModalityState(memory=deque(),
+                                                    taught=self._stats_of_normal_maps(own))
         if self.config.intra_image == "auto":
             # 'auto' leaves taught streams alone: their calibration is widened for the few
             # references, and folding a second score into such shrunken ones lowered the
@@ -370,7 +367,7 @@ class Detector:
         (feats[i][k], (C, h, w)) scored against the other parts' memory entries (with one part:
         against its other orientations, or itself shifted by one patch); median / MAD of
         those scores, widened for the number of parts (small-sample factor)."""
-        raw, spreads = [], []
+        maps = []
         for i, fi in enumerate(feats):
             rest = [e for j, kj in enumerate(entries) if j != i for e in kj]
             rest_memory = torch.stack(rest) if rest else None
@@ -380,11 +377,16 @@ class Detector:
                     others = torch.stack([e for j, e in enumerate(entries[i]) if j != k] or [
                         self._memory_entry(torch.roll(f, shifts=(1, 1), dims=(1, 2)))])
                 r = sc.mutual_score(f.flatten(1).T, others, self.config.mutual_fraction)
-                r = sc.inner(r.reshape(f.shape[1:]), self.config.score_margin)
-                raw.append(float(sc.topk_mean(r)))
-                spreads.append(sc.spread(r))
-        return sc.ScoreStats.of_scores(raw, spread=float(np.median(spreads)),
-                                       quantile=self._quantile(), n_independent=len(feats))
+                maps.append(sc.inner(r.reshape(f.shape[1:]), self.config.score_margin))
+        return self._stats_of_normal_maps(maps, n_independent=len(feats))
+
+    def _stats_of_normal_maps(self, maps: List[torch.Tensor],
+                              n_independent: Optional[int] = None) -> sc.ScoreStats:
+        """Calibration from the raw maps (border left out) of known- or presumed-good parts:
+        median / MAD of their image scores, the typical within-part spread as a floor."""
+        return sc.ScoreStats.of_scores([float(sc.topk_mean(r)) for r in maps],
+                                       spread=float(np.median([sc.spread(r) for r in maps])),
+                                       quantile=self._quantile(), n_independent=n_independent)
 
     def _remember_early(self, st: sc.ModalityState, feat: torch.Tensor,
                         entry: torch.Tensor) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from scipy.stats import median_abs_deviation
 
 from .frame import CameraIntrinsics
 
@@ -108,7 +109,7 @@ def _plane_depth(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
     half = r <= np.median(r)
     _, r = residuals(half)
     kept = r[half]
-    sigma = 1.4826 * np.median(np.abs(kept - np.median(kept)))
+    sigma = median_abs_deviation(kept, scale="normal")
     coef, _ = residuals(r <= np.median(kept) + 3 * sigma)
     V, U = np.mgrid[0:H, 0:W]
     inv = coef[0] + coef[1] * U / W + coef[2] * V / H

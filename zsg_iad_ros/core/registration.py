@@ -44,6 +44,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
+from scipy.stats import median_abs_deviation
 
 __all__ = ["RegistrationConfig", "RegistrationTemplate", "Registration", "as_hwc",
            "frame_foreground", "work_grid", "to_work_grid", "registration_signal",
@@ -126,7 +127,7 @@ def _robust_z(x: np.ndarray) -> np.ndarray:
     if v.size > 16384:  # a strided subsample gives the same median
         v = v[:: v.size // 16384]
     med = float(np.median(v))
-    mad = 1.4826 * float(np.median(np.abs(v - med)))
+    mad = float(median_abs_deviation(v, scale="normal"))
     scale = max(mad, 1e-3 * (float(v.max()) - float(v.min())), 1e-12)
     return np.where(f, (x - med) / scale, 0.0).astype(np.float32)
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.special import log_ndtr, ndtri_exp
-from scipy.stats import norm
+from scipy.stats import median_abs_deviation, norm
 
 #: floor of the image-score scale, as a fraction of the within-part spread of normal maps
 SPREAD_FLOOR = 0.5
@@ -213,7 +213,7 @@ class ScoreStats:
         is n when the scores are not independent draws (several orientations of one part)."""
         s = np.asarray(scores, dtype=np.float64)
         loc = float(np.median(s))
-        mad = 1.4826 * float(np.median(np.abs(s - loc)))
+        mad = float(median_abs_deviation(s, scale="normal"))
         scale = max(mad, min_rel_scale * abs(loc), SPREAD_FLOOR * spread, min_abs_scale)
         if quantile is not None:
             scale *= small_sample_factor(n_independent or len(s), quantile)

@@ -42,6 +42,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
+from scipy.stats import median_abs_deviation
 
 from .registration import (Registration, RegistrationConfig, RegistrationTemplate, to_work_grid,
                            work_grid, as_hwc, foreground_mask, is_texture, make_template,
@@ -199,7 +200,7 @@ def _fine_noise(x: np.ndarray) -> float:
     if f.sum() < 16:
         return 0.0
     r = (x - ndimage.gaussian_filter(np.where(f, x, np.nanmedian(x)), 1.0))[f]
-    return float(1.4826 * np.median(np.abs(r - np.median(r))))
+    return float(median_abs_deviation(r, scale="normal"))
 
 
 def _tolerance_band(stack: np.ndarray, mean: np.ndarray, cfg: "VariationConfig"):

@@ -40,6 +40,7 @@ from typing import Optional
 
 import numpy as np
 from scipy import ndimage
+from scipy.stats import median_abs_deviation
 
 WORK_SIDE = 128          # shorter side of the working copy [px]
 BLUR = 1.0               # Gaussian sigma at the working resolution [px]: noise, fine print
@@ -84,7 +85,7 @@ def _otsu(values: np.ndarray, bins: int = 256) -> float:
 
 def _robust(values: np.ndarray):
     med = float(np.median(values))
-    return med, 1.4826 * float(np.median(np.abs(values - med)))
+    return med, float(median_abs_deviation(values, scale="normal"))
 
 
 def _background_distance(img: np.ndarray, ring: np.ndarray) -> np.ndarray:
