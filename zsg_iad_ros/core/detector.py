@@ -79,7 +79,7 @@ class DetectorConfig:
     #: then an untaught stream's first memory parts do, scored against each other)
     min_history: int = 5
     #: fraction of memory parts averaged in mutual scoring (lowest per-part distances)
-    mutual_fraction: float = 0.3
+    mutual_fraction: float = 0.2
     #: rotated copies of each taught reference kept in memory (1 = none); parts that lie in any
     #: orientation then find their patches in the references; capped so that references x
     #: rotations <= max(memory_size, references)

@@ -65,7 +65,7 @@ def local_aggregate(feat: torch.Tensor, r: int = 3) -> torch.Tensor:
     return F.avg_pool2d(feat, r, stride=1, padding=r // 2, count_include_pad=False)
 
 
-def mutual_score(query: torch.Tensor, memory: torch.Tensor, fraction: float = 0.3,
+def mutual_score(query: torch.Tensor, memory: torch.Tensor, fraction: float = 0.2,
                  chunk: int = 8) -> torch.Tensor:
     """MuSc-style mutual score of each query patch against memory parts.
 
