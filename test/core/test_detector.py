@@ -263,11 +263,16 @@ def test_untaught_stream_calibrated_by_its_first_parts(detector_factory):
             normal.append(r.pred_score)
         st = det._streams[CAT]["sensor"]
         assert (st.provisional is not None) == (41 <= s < 46), s  # parts 2..6 give one
+        if st.provisional is not None:  # the kept pair minima give the whole leave-one-out
+            whole = det._leave_one_out_stats([[f] for f, _ in st.early],
+                                             [[e] for _, e in st.early])
+            assert st.provisional.loc == pytest.approx(whole.loc, rel=1e-5)
+            assert st.provisional.scale == pytest.approx(whole.scale, rel=1e-5)
     assert min(d.pred_score for d in defective) > max(normal), (defective, normal)
     assert all(d.is_anomalous for d in defective[-2:]), [d.pred_score for d in defective]
     for s in range(47, 50):  # the history takes over and the early parts are let go
         r = det.detect(generate_sample(CAT, "good", s).frame)
-    assert r.confident and not st.early and st.provisional is None
+    assert r.confident and not st.early and not st.early_minima and st.provisional is None
 
 
 def test_threshold_override(taught):

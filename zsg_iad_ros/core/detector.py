@@ -393,15 +393,32 @@ class Detector:
         """An untaught stream's part entering memory before the stream's history can
         calibrate it: kept whole, and the first parts so kept calibrate the stream by
         leave-one-out, as references would (scores of parts 3 to min_history + 2 then share
-        one scale instead of each part's own). Dropped once the history takes over."""
+        one scale instead of each part's own). Dropped once the history takes over.
+        The per-pair patch minima are kept, so a new part adds only its own pairs."""
         if st.taught is not None or len(st.raw_scores) >= self.config.min_history:
             st.early.clear()
+            st.early_minima.clear()
             st.provisional = None
             return
+        row = []
+        if st.early:
+            # the new part against every earlier entry, every earlier part against the new entry
+            row = list(sc.part_minima(feat.flatten(1).T,
+                                      torch.stack([e for _, e in st.early])).unbind(0))
+            queries = [f.flatten(1).T for f, _ in st.early]
+            back = sc.part_minima(torch.cat(queries), entry[None])[0]
+            for i, d in enumerate(back.split([len(q) for q in queries])):
+                st.early_minima[i].append(d)
+        st.early_minima.append(row + [None])  # a part is never scored against itself
         st.early.append((feat, entry))
-        if len(st.early) >= 2:
-            st.provisional = self._leave_one_out_stats([[f] for f, _ in st.early],
-                                                       [[e] for _, e in st.early])
+        if len(st.early) < 2:
+            return
+        maps = []
+        for i, (f, _) in enumerate(st.early):
+            mins = torch.stack([d for j, d in enumerate(st.early_minima[i]) if j != i])
+            r = sc.mean_of_lowest(mins, self.config.mutual_fraction)
+            maps.append(sc.inner(r.reshape(f.shape[1:]), self.config.score_margin))
+        st.provisional = self._stats_of_normal_maps(maps, n_independent=len(st.early))
 
     def teach_defects(self, frames: List[Frame]) -> List[float]:
         """Score known-defective parts of one taught stream (the limit samples a cell keeps

@@ -75,6 +75,13 @@ def mutual_score(query: torch.Tensor, memory: torch.Tensor, fraction: float = 0.
     few of the minima, which the average over the lowest fraction dilutes (no poisoning).
     Returns (P,) float32 distances.
     """
+    return mean_of_lowest(part_minima(query, memory, chunk), fraction)
+
+
+def part_minima(query: torch.Tensor, memory: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+    """(M, P) distance of each query patch (query (P, C)) to its nearest patch in each memory
+    part (memory (M, Q, C)): the first half of `mutual_score`, kept apart so that minima
+    against parts that have not changed can be reused."""
     M = memory.shape[0]
     if M == 0:
         raise ValueError("mutual_score needs at least one memory part")
@@ -89,9 +96,13 @@ def mutual_score(query: torch.Tensor, memory: torch.Tensor, fraction: float = 0.
         flat = mem.reshape(m * Q, -1)
         d2 = torch.addmm((flat * flat).sum(1)[None], q, flat.T, alpha=-2)  # (P, m * Q)
         mins.append(d2.reshape(-1, m, Q).amin(2).T)  # (m, P)
-    mins = (torch.cat(mins, 0) + qq[None]).clamp_min(0).sqrt()
-    k = max(1, math.ceil(fraction * M))
-    return mins.topk(k, dim=0, largest=False).values.mean(0)
+    return (torch.cat(mins, 0) + qq[None]).clamp_min(0).sqrt()
+
+
+def mean_of_lowest(minima: torch.Tensor, fraction: float = 0.2) -> torch.Tensor:
+    """(P,) mean over the lowest ``ceil(fraction * M)`` of the (M, P) per-part minima."""
+    k = max(1, math.ceil(fraction * minima.shape[0]))
+    return minima.topk(k, dim=0, largest=False).values.mean(0)
 
 
 def coreset(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -344,6 +355,9 @@ class ModalityState:
     #: untaught stream before its history calibrates it: its first memory parts, whole
     #: ((C, h, w) features, memory entry), and the leave-one-out calibration they give
     early: List[tuple] = field(default_factory=list)
+    #: early_minima[i][j]: (P,) nearest-patch distances of early part i's patches to early part
+    #: j's memory entry (i != j), so each new early part costs its own pairs only
+    early_minima: List[List[Optional[torch.Tensor]]] = field(default_factory=list)
     provisional: Optional[ScoreStats] = None
 
     def memory_tensor(self) -> Optional[torch.Tensor]:
