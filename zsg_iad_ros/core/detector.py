@@ -716,9 +716,8 @@ class Detector:
 
     def _score_aligned(self, stream, frame, images, cmaps, cscores, timings) -> List[float]:
         """Fold the aligned comparison into the modality scores (in place): per modality the
-        image score is the larger of the feature memory's and the variation model's calibrated
-        scores (both ~N(0, 1) on normal parts) mapped back to N(0, 1) (`max_of_normals`, as
-        the own-image score is folded), and the map the larger of the two maps.
+        image score is Stouffer's sum of the feature memory's and the variation model's
+        calibrated scores (both ~N(0, 1) on normal parts) and the map the larger of the two.
         Returns the variation models' calibrated scores."""
         from . import aligned
 
@@ -732,8 +731,9 @@ class Detector:
             st = stream.stats[m]
             c_var = (score - st.loc) / st.scale
             out.append(float(c_var))
-            # a defect that one of the two sees keeps its score (a sum divides it by sqrt(2))
-            cscores[m] = sc.max_of_normals([cscores[m], c_var])
+            # Stouffer's sum, not the max of the two: the max let the feature memory's pose
+            # sensitivity through (turned good capsules flagged; docs/DETECTOR.md)
+            cscores[m] = (cscores[m] + c_var) / np.sqrt(2.0)
             # on the feature grid, keeping each cell's peak (the image score is a peak too)
             d = torch.from_numpy(np.ascontiguousarray(dev, np.float32)).to(cmaps[m].device)
             small = F.adaptive_max_pool2d(d[None, None], cmaps[m].shape)[0, 0]
