@@ -99,7 +99,7 @@ def part_minima(query: torch.Tensor, memory: torch.Tensor, chunk: int = 8) -> to
     return (torch.cat(mins, 0) + qq[None]).clamp_min(0).sqrt()
 
 
-def mean_of_lowest(minima: torch.Tensor, fraction: float = 0.2) -> torch.Tensor:
+def mean_of_lowest(minima: torch.Tensor, fraction: float) -> torch.Tensor:
     """(P,) mean over the lowest ``ceil(fraction * M)`` of the (M, P) per-part minima."""
     k = max(1, math.ceil(fraction * minima.shape[0]))
     return minima.topk(k, dim=0, largest=False).values.mean(0)
