@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from zsg_iad_ros.core.backbones import (BuiltinBackbone, ModelLoadError, TransformersBackbone,
-                                        checkpoint_source, load_backbone, select_device,
-                                        sensor_image)
+                                        checkpoint_source, chromaticity, load_backbone,
+                                        rgb_image, select_device, sensor_image)
 
 
 def _tiny_tokenizer(path):
@@ -141,3 +141,29 @@ def test_sensor_image_bands_highlight_a_blob():
     assert np.isfinite(xr).all()
     with pytest.raises(ValueError):
         sensor_image(np.zeros((4, 4, 3)), "thermal")
+
+
+def test_chromaticity_ignores_shading_and_white_balance_but_sees_hue():
+    """A lamp's shading and colour scale the channels (alike, or per channel over the whole
+    image): the hue channels do not move. A patch of another hue at the same luminance, which
+    the luminance bands cannot see, stands out in them."""
+    rng = np.random.default_rng(0)
+    v, u = np.mgrid[0:64, 0:64].astype(np.float32)
+    img = np.full((64, 64, 3), 0.45, np.float32) + rng.normal(0, 0.005, (64, 64, 3))
+    img[16:48, 16:48] = (0.7, 0.45, 0.2)  # an orange part on a grey table
+    t = torch.from_numpy(img).permute(2, 0, 1)
+    base = chromaticity(t)
+    assert base.shape == (2, 64, 64)
+    shading = torch.from_numpy(0.6 + 0.4 * u / 63)[None]       # light falling off across it
+    balance = torch.tensor([1.15, 1.0, 0.85])[:, None, None]   # a warmer lamp
+    assert (chromaticity(t * shading) - base).abs().max() < 1e-4
+    # the balance is taken from the table (the median share), so it cancels up to noise
+    assert (chromaticity(t * balance) - base).abs().max() < 0.005
+    d = np.array([0.15, -0.05, 0.0], np.float32)
+    d[2] = -(0.299 * d[0] + 0.587 * d[1]) / 0.114                # same luminance
+    tinted = img.copy()
+    tinted[26:38, 26:38] += d
+    lum_change = (rgb_image(tinted, 64) - rgb_image(img, 64)).abs().max()
+    hue_change = (chromaticity(torch.from_numpy(tinted).permute(2, 0, 1)) - base).abs()
+    assert lum_change < 0.02 and hue_change[:, 28:36, 28:36].min() > 0.02
+    assert hue_change[:, :20].max() < 1e-4  # nothing changes away from the patch

@@ -42,6 +42,49 @@ REGISTER_ON = (GEOMETRY, RGB, SENSOR)
 #: references the two are often within noise of each other, and a misregistered reference
 #: (the case to catch) deviates several times more than a well registered one
 SWITCH_BELOW = 0.5
+#: the RGB image's channels: its luminance bands (`backbones.rgb_image`), then its
+#: chromaticity (`backbones.chromaticity`; `detector._aligned_inputs`)
+RGB_BANDS = 3
+#: channels of each modality's image that registration sees (all when absent): the RGB image's
+#: luminance bands, not its chromaticity, which is nearly constant on a grey part and,
+#: standardised for registration, would be noise there
+REGISTRATION_CHANNELS = {RGB: RGB_BANDS}
+#: the chromaticity joins the RGB model only where the references' parts carry colour: the
+#: 90th percentile of their pixels' distance from neutral grey (in shares of intensity), median
+#: over the references, above this. Grey parts sit at their noise, about 0.01 (synthetic gears);
+#: coloured capsules and boards at 0.09-0.27. On grey parts it only added noise (gears of several
+#: designs fell from 0.67 to 0.52 image AUROC; docs/DETECTOR.md, "Aligned comparison").
+COLOUR_MIN = 0.04
+
+
+def _colourful(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray]) -> bool:
+    """Whether the references' parts carry colour (`COLOUR_MIN`)."""
+    spread = []
+    for im, fg in zip(images, fgs):
+        chroma = as_hwc(im[RGB])[..., RGB_BANDS:]
+        if chroma.shape[-1] == 0 or not np.any(fg):
+            return False
+        dist = np.sqrt(((chroma - 1.0 / 3.0) ** 2).sum(-1))[np.asarray(fg, bool)]
+        spread.append(float(np.percentile(dist, 90)))
+    return float(np.median(spread)) > COLOUR_MIN
+
+
+def _as_models_see(models: Dict[str, VariationModel], images: Dict[str, object]
+                   ) -> Dict[str, object]:
+    """A part's modality images cut to the channels its stream's models were taught: a grey
+    stream's RGB model has no chromaticity channels (`teach`)."""
+    out = dict(images)
+    model = models.get(RGB)
+    if model is not None and RGB in out and as_hwc(out[RGB]).shape[-1] > model.mean.shape[-1]:
+        out[RGB] = as_hwc(out[RGB])[..., :model.mean.shape[-1]]
+    return out
+
+
+def _registration_image(modality: str, image) -> np.ndarray:
+    """The part of a modality image that parts are registered on, (H, W, C)."""
+    a = as_hwc(image)
+    n = REGISTRATION_CHANNELS.get(modality)
+    return a if n is None else a[..., :n]
 
 
 @dataclass
@@ -128,13 +171,15 @@ def _build(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray],
     modality `on`, and the model pose's registration templates in the other modalities of
     REGISTER_ON."""
     kind = "object"  # `teach` has ruled a texture out
-    signals = [im[on] for im in images]
-    base = VariationModel.teach(signals, masks=fgs, kind=kind,
+    own = [im[on] for im in images]
+    signals = [_registration_image(on, im[on]) for im in images]
+    base = VariationModel.teach(own, masks=fgs, signals=signals, kind=kind,
                                 config=_modality_config(config, on))
     regs = _resolve_poses(images, base)
     if regs is not None:
-        base = VariationModel.teach(signals, masks=fgs, registrations=regs, medoid=base.medoid,
-                                    kind=kind, config=_modality_config(config, on))
+        base = VariationModel.teach(own, masks=fgs, signals=signals, registrations=regs,
+                                    medoid=base.medoid, kind=kind,
+                                    config=_modality_config(config, on))
     models = {on: base}
     for m in images[0]:
         if m != on and all(m in im for im in images):
@@ -143,7 +188,8 @@ def _build(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray],
                 registrations=base.ref_registrations, medoid=base.medoid, kind=kind,
                 config=_modality_config(config, m))
     med = images[base.medoid]
-    templates = {m: make_template(med[m], fgs[base.medoid], config.registration)
+    templates = {m: make_template(_registration_image(m, med[m]), fgs[base.medoid],
+                                  config.registration)
                  for m in REGISTER_ON if m != on and m in med}
     return models, templates
 
@@ -157,7 +203,8 @@ def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
     foreground, registered on the image of modality `on` (the one the models were built to
     register on) and on the other images `templates` hold; empty when every registration
     fails (the caller keeps its unaligned maps)."""
-    best = models[on].register(images[on], foreground)
+    images = _as_models_see(models, images)
+    best = models[on].register(_registration_image(on, images[on]), foreground)
     # A near-symmetric part matches in several poses (a capsule turned by 180 degrees, a gear
     # one tooth on) with almost the same NCC, and the images disagree on a part's pose where
     # one of them is unreliable (shading and shadows move over a turned part in the colour
@@ -169,7 +216,7 @@ def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
     cands = [best] + [a for a in best.alternatives if a.ok]
     for m, t in (templates or {}).items():
         if m in images:
-            reg = register(images[m], t, foreground)
+            reg = register(_registration_image(m, images[m]), t, foreground)
             if reg.ok:
                 cands.append(reg)
     out, low = {}, np.inf
@@ -201,8 +248,10 @@ def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quanti
     if n < 2 or any(RGB not in im for im in images):
         return None
     fgs = list(foregrounds)
-    if cfg.texture_check and is_texture([im[RGB] for im in images])[0]:
+    if cfg.texture_check and is_texture([_registration_image(RGB, im[RGB]) for im in images])[0]:
         return None
+    if not _colourful(images, fgs):  # hue adds nothing but noise on grey parts
+        images = [{**im, RGB: _registration_image(RGB, im[RGB])} for im in images]
     # Register the references on the height map, the RGB image or the second sensor's,
     # whichever makes them agree best when each is compared with a model of the others
     # (leave-one-out): lighting moves shading and shadows over a turned part in the colour

@@ -367,6 +367,19 @@ def rgb_image(rgb: np.ndarray, size: int) -> torch.Tensor:
     return to_three_channels(_bands(robust_normalise(lum, "thermal")), size)
 
 
+def chromaticity(colour: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) colour image in [0, 1] -> (2, H, W): each pixel's red and green share of its
+    intensity (blue is the rest), white-balanced per image. Shading, highlights and shadows
+    scale the three channels alike and cancel out; a change of hue at constant luminance (a
+    cap of the other colour, a brown speck), which `rgb_image` cannot see, stays. The white
+    balance divides each channel by its median share over the image (mostly the table's):
+    shares, unlike the channels' own medians, do not move with the shading."""
+    share = colour / colour.sum(0, keepdim=True).clamp_min(1e-3)
+    c = colour / share.flatten(1).median(1).values.clamp_min(1e-3)[:, None, None]
+    # near-black pixels have no reliable hue: their share shrinks towards 0
+    return c[:2] / c.sum(0, keepdim=True).clamp_min(0.15)
+
+
 def robust_normalise(sensor: np.ndarray, sensor_type: str = "thermal") -> np.ndarray:
     """Per-image robust normalisation of a thermal / X-ray image to [0, 1] (float32).
 

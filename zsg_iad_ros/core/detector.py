@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from . import scoring as sc
-from .backbones import (BuiltinBackbone, ModelLoadError, load_backbone, rgb_image, select_device,
-                        sensor_image, to_three_channels, WEIGHTS_DIR)
+from .backbones import (BuiltinBackbone, ModelLoadError, chromaticity, load_backbone, rgb_image,
+                        select_device, sensor_image, to_three_channels, WEIGHTS_DIR)
 from .frame import (GEOMETRY, MODALITIES, RGB, SCAN_CURVATURE, SENSOR, SENSOR_TYPES,
                     DefectRegion, Detection, Frame, Hypothesis)
 from .geometry import centroid_3d, geometry_maps, has_valid_point, scan_curvature_image
@@ -696,9 +696,10 @@ class Detector:
 
     def _aligned_inputs(self, frame: Frame, images: Dict[str, torch.Tensor]) -> tuple:
         """(modality images for the variation models, (S, S) foreground): RGB as luminance
-        bands (robustly normalised, so global lighting changes between parts cancel out), the
-        other modalities as the feature extractors see them; the foreground from the colour
-        image, whose outline is sharpest."""
+        bands (robustly normalised, so global lighting changes between parts cancel out) and
+        chromaticity (hue, blind to the lamp's shading; parts are registered on the bands
+        only: `aligned.REGISTRATION_CHANNELS`), the other modalities as the feature extractors
+        see them; the foreground from the colour image, whose outline is sharpest."""
         from .registration import frame_foreground
 
         S = int(self.config.image_size)
@@ -709,7 +710,8 @@ class Detector:
         else:
             colour, bands = images[RGB], rgb_image(rgb, S)
         out = {m: v for m, v in images.items() if m not in (RGB, HEIGHT)}
-        out[RGB] = bands
+        # one design, one colour scheme: a shifted cap or a coloured speck changes the hue
+        out[RGB] = torch.cat([bands, chromaticity(colour).to(bands.device)])
         if HEIGHT in images:
             out[GEOMETRY] = images[HEIGHT]
         return out, frame_foreground(rgb=colour)
