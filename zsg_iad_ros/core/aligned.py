@@ -73,11 +73,11 @@ def _as_models_see(models: Dict[str, VariationModel], images: Dict[str, object]
                    ) -> Dict[str, object]:
     """A part's modality images cut to the channels its stream's models were taught: a grey
     stream's RGB model has no chromaticity channels (`teach`)."""
-    out = dict(images)
     model = models.get(RGB)
-    if model is not None and RGB in out and as_hwc(out[RGB]).shape[-1] > model.mean.shape[-1]:
-        out[RGB] = as_hwc(out[RGB])[..., :model.mean.shape[-1]]
-    return out
+    if model is None or RGB not in images:
+        return images
+    a = as_hwc(images[RGB])
+    return {**images, RGB: a[..., :model.mean.shape[-1]]}
 
 
 def _registration_image(modality: str, image) -> np.ndarray:
@@ -250,8 +250,8 @@ def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quanti
     fgs = list(foregrounds)
     if cfg.texture_check and is_texture([_registration_image(RGB, im[RGB]) for im in images])[0]:
         return None
-    if not _colourful(images, fgs):  # hue adds nothing but noise on grey parts
-        images = [{**im, RGB: _registration_image(RGB, im[RGB])} for im in images]
+    if not _colourful(images, fgs):  # hue adds nothing but noise on grey parts: bands only
+        images = [{**im, RGB: as_hwc(im[RGB])[..., :RGB_BANDS]} for im in images]
     # Register the references on the height map, the RGB image or the second sensor's,
     # whichever makes them agree best when each is compared with a model of the others
     # (leave-one-out): lighting moves shading and shadows over a turned part in the colour
