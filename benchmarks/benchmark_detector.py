@@ -14,7 +14,8 @@ Sections
   per category, in any pose: the parts of one product as a cell sees them (the synthetic
   section's parts are each a design of their own). With --aligned, the synthetic sections'
   teach-mode runs are repeated with the aligned comparison (variation model) on, and the
-  latency section times it on a gear of one design.
+  latency section times it on a gear of one design (and that gear without the rotational
+  self-comparison, `symmetry: off`).
 - mulsen: MulSen-AD object level (RGB + infrared + 3D scan, not pixel-aligned: pixel metrics
   in the RGB frame only), with 0 known-good references and with --references known-good
   references per category (teach mode), averaged over --draws random draws.
@@ -292,6 +293,9 @@ def run_latency(args):
                   for i in range(args.references)]
         out[f"cpu, {len(refs)} references, gear of one design"] = latency_on(
             "cpu", args, design, taught)
+        # the same stream without the rotational self-comparison (a gear is symmetric)
+        out[f"cpu, {len(refs)} references, gear of one design, symmetry off"] = latency_on(
+            "cpu", args, design, taught, symmetry="off")
         out[f"cpu, {len(refs)} references, gear of one design, aligned"] = latency_on(
             "cpu", args, design, taught, variation=True)
     for bb in args.compare:  # streaming latency of the compared backbones, same frames

@@ -42,6 +42,9 @@ HEIGHT = "geometry:height"
 #: suffix of a modality's own-image score in the stream state (`intra_image`)
 INTRA = ":intra"
 INTRA_MODES = ("auto", "on", "off")
+#: suffix of a modality's rotational self-comparison score in the stream state (`symmetry`)
+SYM = ":sym"
+SYMMETRY_MODES = ("auto", "off")
 #: false-alarm rate whose calibrated level a mask pixel must reach (see _mask_threshold)
 MASK_FALSE_ALARM_RATE = 0.01
 
@@ -108,6 +111,13 @@ class DetectorConfig:
     #: `texture_score` of the first `min_history` parts reaches TEXTURE_THRESHOLD; on
     #: structured parts it adds noise) | 'on' | 'off' (docs/DETECTOR.md, "Own-image score")
     intra_image: str = "auto"
+    #: also compare each part with itself turned by its own rotational symmetry (a gear turned
+    #: by one tooth pitch; core/symmetry.py), calibrated apart and fused with its modality's
+    #: score like the own-image score: needs no reference of the part's design. 'auto': streams
+    #: of pixel-registered frames whose parts are rotationally symmetric (most of the taught
+    #: references, else of the first `min_history` parts) | 'off' (docs/DETECTOR.md,
+    #: "Rotational self-comparison")
+    symmetry: str = "auto"
 
     @classmethod
     def from_dict(cls, d: dict) -> "DetectorConfig":
@@ -141,6 +151,8 @@ class DetectorConfig:
         if self.intra_image not in INTRA_MODES:
             raise ValueError(f"intra_image must be one of {INTRA_MODES}, got "
                              f"{self.intra_image!r}")
+        if self.symmetry not in SYMMETRY_MODES:
+            raise ValueError(f"symmetry must be one of {SYMMETRY_MODES}, got {self.symmetry!r}")
         if self.fusion not in sc.FUSIONS:
             raise ValueError(f"fusion must be one of {sc.FUSIONS}, got {self.fusion!r}")
         if int(self.reference_rotations) < 1:
@@ -199,6 +211,9 @@ class Detector:
         #: per stream, 'auto' own-image scoring: the texture scores seen so far, then the
         #: decision (whether the stream is a surface)
         self._surface: Dict[str, object] = {}
+        #: per stream, 'auto' self-comparison: whether each part seen so far is rotationally
+        #: symmetric, then the decision (whether the stream's parts are)
+        self._symmetric: Dict[str, object] = {}
         #: per taught stream with `variation` on: "on", or why the aligned comparison is off
         self.variation_status: Dict[str, str] = {}
         self._language = None
@@ -267,12 +282,14 @@ class Detector:
             self.variation_status.clear()
             self._limit_scores.clear()
             self._surface.clear()
+            self._symmetric.clear()
         else:
             self._streams.pop(stream, None)
             self._aligned.pop(stream, None)
             self.variation_status.pop(stream, None)
             self._limit_scores.pop(stream, None)
             self._surface.pop(stream, None)
+            self._symmetric.pop(stream, None)
 
     def threshold_for(self, stream: str = "default") -> float:
         """Decision threshold on pred_score: fixed (set_threshold / config), else calibrated
@@ -331,6 +348,7 @@ class Detector:
         if len(streams) != 1:
             raise ValueError(f"teach frames must belong to one stream, got {sorted(streams)}")
         stream = frames[0].stream
+        self._symmetric.pop(stream, None)  # decided again from the references
         n_rot = max(1, min(int(self.config.reference_rotations),
                            int(self.config.memory_size) // len(frames)))
         # feats[i][r][m]: features of reference i rotated by r * 360 / n_rot degrees
@@ -357,6 +375,8 @@ class Detector:
             # references, and folding a second score into such shrunken ones lowered the
             # score of a defect that only one modality sees (docs/DETECTOR.md)
             self._surface[stream] = False
+        if self.config.symmetry == "auto":
+            self._teach_symmetry(state, frames, [images for images, _ in rendered])
         if self.config.variation:
             self.variation_status[stream] = self._teach_aligned(
                 stream, frames, [images for images, _ in rendered])
@@ -567,13 +587,15 @@ class Detector:
                 if not has_valid_point(frame.points):
                     raise ValueError(no_point)
                 images[GEOMETRY] = scan_curvature_image(scan_curvature, (S, S), self.device)
-            if scan_curvature is None or self.config.variation:
+            # what the aligned comparison and the self-comparison see of the geometry
+            height = self.config.variation or self._symmetry_wanted(frame)
+            if scan_curvature is None or height:
                 geo = geometry_maps(frame.points, frame.intrinsics, (S, S), device=self.device)
                 if not bool(geo.valid.any()):
                     raise ValueError(no_point)
                 if scan_curvature is None:
                     images[GEOMETRY] = geo.as_image()
-                if self.config.variation:  # what the aligned comparison sees of the geometry
+                if height:
                     images[HEIGHT] = geo.height()
         timings["geometry"] = (time.perf_counter() - t0) * 1e3
         return images
@@ -593,8 +615,10 @@ class Detector:
 
         Returns a dict: used (modalities), feats, images, cmaps (modality -> (h, w) calibrated
         map c), cscores (modality -> c), sources (every calibrated score apart: each
-        modality's feature memory's and, with the aligned comparison, variation model's),
-        raw (modality -> (raw image score, spread)), confident (bool)."""
+        modality's feature memory's and, where they run, its own-image score's, its
+        self-comparison's and its variation model's),
+        raw (modality -> (raw image score, spread)), confident (bool), symmetric (whether the
+        part is rotationally symmetric; None where the self-comparison did not look)."""
         feats, images = self._features(frame, timings)
         used = [m for m in self.config.modalities if m in images]
         t0 = time.perf_counter()
@@ -650,11 +674,18 @@ class Detector:
                 for m, c in found.items():  # a defect one of the two sees keeps its score
                     cscores[m] = sc.max_of_normals([cscores[m], c])
         timings["scoring"] = (time.perf_counter() - t0) * 1e3
+        symmetric = None
+        if self._symmetry_wanted(frame):
+            symmetric, found = self._score_symmetry(state, frame, images, cmaps, raw_scores,
+                                                    timings)
+            sources += list(found.values())
+            for m, c in found.items():  # a defect one of the two sees keeps its score
+                cscores[m] = sc.max_of_normals([cscores[m], c])
         if frame.stream in self._aligned and frame.registered and RGB in used:
             sources += self._score_aligned(self._aligned[frame.stream], frame, images, cmaps,
                                            cscores, timings)
         return dict(used=used, feats=feats, images=images, cmaps=cmaps, cscores=cscores,
-                    sources=sources, raw=raw_scores, confident=confident)
+                    sources=sources, raw=raw_scores, confident=confident, symmetric=symmetric)
 
     def own_image_scored(self, stream: str = "default") -> Optional[bool]:
         """Whether the stream's parts are also scored against their own surface
@@ -663,6 +694,14 @@ class Detector:
         if mode != "auto":
             return mode == "on"
         found = self._surface.get(stream)
+        return found if isinstance(found, bool) else None
+
+    def symmetry_compared(self, stream: str = "default") -> Optional[bool]:
+        """Whether the stream's parts are also compared with themselves turned by their
+        rotational symmetry (`symmetry`); None while 'auto' has not seen enough parts."""
+        if self.config.symmetry == "off":
+            return False
+        found = self._symmetric.get(stream)
         return found if isinstance(found, bool) else None
 
     def _decide_surface(self, frame: Frame) -> None:
@@ -694,27 +733,135 @@ class Detector:
                 out[m] = (s - stats.loc) / stats.scale
         return out
 
-    def _aligned_inputs(self, frame: Frame, images: Dict[str, torch.Tensor]) -> tuple:
-        """(modality images for the variation models, (S, S) foreground): RGB as luminance
-        bands (robustly normalised, so global lighting changes between parts cancel out) and
-        chromaticity (hue, blind to the lamp's shading; parts are registered on the bands
-        only: `aligned.REGISTRATION_CHANNELS`), the other modalities as the feature extractors
-        see them; the foreground from the colour image, whose outline is sharpest."""
-        from .registration import frame_foreground
-
+    def _comparison_images(self, frame: Frame, images: Dict[str, torch.Tensor]) -> tuple:
+        """(modality images compared pixel by pixel, the (3, S, S) colour rendering of RGB or
+        None): RGB as luminance bands (robustly normalised, so global lighting changes between
+        parts cancel out), the other modalities as the feature extractors see them, the
+        geometry as its height map (where computed)."""
         S = int(self.config.image_size)
-        rgb = _rgb_array(frame)
-        # one of the two renderings is the feature extractor's own (`_images`)
-        if isinstance(self.backbones[RGB], BuiltinBackbone):
-            colour, bands = to_three_channels(rgb, S), images[RGB]
-        else:
-            colour, bands = images[RGB], rgb_image(rgb, S)
         out = {m: v for m, v in images.items() if m not in (RGB, HEIGHT)}
-        # one design, one colour scheme: a shifted cap or a coloured speck changes the hue
-        out[RGB] = torch.cat([bands, chromaticity(colour).to(bands.device)])
         if HEIGHT in images:
             out[GEOMETRY] = images[HEIGHT]
+        colour = None
+        if RGB in images:
+            rgb = _rgb_array(frame)
+            # one of the two renderings is the feature extractor's own (`_images`)
+            if isinstance(self.backbones[RGB], BuiltinBackbone):
+                colour, out[RGB] = to_three_channels(rgb, S), images[RGB]
+            else:
+                colour, out[RGB] = images[RGB], rgb_image(rgb, S)
+        return out, colour
+
+    def _aligned_inputs(self, frame: Frame, images: Dict[str, torch.Tensor]) -> tuple:
+        """(modality images for the variation models, (S, S) foreground): the comparison
+        images, RGB with its chromaticity beside the luminance bands (hue, blind to the lamp's
+        shading; parts are registered on the bands only: `aligned.REGISTRATION_CHANNELS`); the
+        foreground from the colour image, whose outline is sharpest."""
+        from .registration import frame_foreground
+
+        out, colour = self._comparison_images(frame, images)
+        # one design, one colour scheme: a shifted cap or a coloured speck changes the hue
+        out[RGB] = torch.cat([out[RGB], chromaticity(colour).to(out[RGB].device)])
         return out, frame_foreground(rgb=colour)
+
+    def _symmetry_wanted(self, frame: Frame) -> bool:
+        """Whether the part is compared with itself turned (`symmetry`): pixel-registered
+        frames of a stream not found to be of asymmetric parts."""
+        return (self.config.symmetry == "auto" and frame.registered
+                and self._symmetric.get(frame.stream) is not False)
+
+    def _symmetry_maps(self, frame: Frame, images: Dict[str, torch.Tensor]) -> tuple:
+        """(whether the part is rotationally symmetric, {modality: deviation map}, foreground)
+        of the rotational self-comparison (core/symmetry.py), maps and foreground on its
+        working grid. The foreground comes from the height map where there is one (a cast
+        shadow is not symmetric), else from the colour image. No maps when the part shows no
+        symmetry at all; a part of a stream of symmetric parts is compared whatever its own
+        mismatch (a broken part matches itself worse)."""
+        from .registration import foreground_mask, frame_foreground, to_work_grid
+        from . import symmetry as sy
+
+        out, colour = self._comparison_images(frame, images)
+        if HEIGHT in images:
+            fg = foreground_mask(images[HEIGHT])
+        elif colour is not None:
+            fg = frame_foreground(rgb=colour)
+        else:
+            return False, {}, None
+        fg = to_work_grid(fg.astype(np.float32), sy.GRID) > 0.5  # on its working grid
+        found = sy.find_symmetry(fg, max_mismatch=1.0)
+        if found is None:
+            return False, {}, fg
+        symmetric = found.mismatch <= sy.MAX_MISMATCH and found.comparable
+        if not symmetric and self._symmetric.get(frame.stream) is not True:
+            return False, {}, fg
+        # a grey modality rendered as three equal channels is compared once
+        out = {m: v[:1] if v.shape[0] == 3 and bool((v[1:] == v[:1]).all()) else v
+               for m, v in out.items()}
+        return symmetric, {m: sy.deviation(v, found, fg) for m, v in out.items()}, fg
+
+    def _score_symmetry(self, state, frame, images, cmaps, raw_scores, timings) -> tuple:
+        """Rotational self-comparison of a part: (whether it is symmetric, {modality:
+        calibrated score}) for the modalities already calibrated (the taught references, or
+        the stream's history, under "<modality>:sym") of a stream of symmetric parts; their
+        maps join `cmaps` (in place, each cell's peak); the raw scores go to `raw_scores` for
+        the history."""
+        from . import symmetry as sy
+
+        t0 = time.perf_counter()
+        symmetric, maps, fg = self._symmetry_maps(frame, images)
+        out = {}
+        for m, dev in maps.items():
+            if m not in cmaps:
+                continue
+            s, spread = sy.image_score(dev, fg), _part_spread(dev, fg)
+            raw_scores[m + SYM] = (s, spread, True)
+            st = state.setdefault(m + SYM, sc.ModalityState(memory=deque()))
+            stats = st.score_stats(self.config.min_history, self._quantile())
+            if stats is None or self._symmetric.get(frame.stream) is not True:
+                continue
+            out[m] = (s - stats.loc) / stats.scale
+            d = torch.from_numpy(np.ascontiguousarray(dev, np.float32)).to(cmaps[m].device)
+            small = F.adaptive_max_pool2d(d[None, None], cmaps[m].shape)[0, 0]
+            cmaps[m] = torch.maximum(cmaps[m], (small - stats.loc) / stats.scale)
+        timings["symmetry"] = (time.perf_counter() - t0) * 1e3
+        return symmetric, out
+
+    def _decide_symmetry(self, frame: Frame, symmetric: Optional[bool]) -> None:
+        """'auto': note whether the part is symmetric until `min_history` parts decide the
+        stream (most of them: its parts are)."""
+        if self.config.symmetry != "auto" or isinstance(self._symmetric.get(frame.stream), bool):
+            return
+        if symmetric is None:  # not looked at: frames not pixel-registered
+            self._symmetric[frame.stream] = False
+            return
+        seen = self._symmetric.setdefault(frame.stream, [])
+        seen.append(bool(symmetric))
+        if len(seen) >= int(self.config.min_history):
+            self._symmetric[frame.stream] = 2 * sum(seen) > len(seen)
+
+    def _teach_symmetry(self, state, frames: List[Frame],
+                        images: List[Dict[str, torch.Tensor]]) -> None:
+        """The rotational self-comparison of a taught stream: on when most references are
+        rotationally symmetric, calibrated by their own scores (widened for their number)."""
+        from .symmetry import image_score
+
+        stream = frames[0].stream
+        if not all(f.registered for f in frames):
+            self._symmetric[stream] = False
+            return
+        found = [self._symmetry_maps(f, im) for f, im in zip(frames, images)]
+        if 2 * sum(s for s, _, _ in found) <= len(found):
+            self._symmetric[stream] = False
+            return
+        self._symmetric[stream] = True
+        for m in self.config.modalities:
+            have = [(dev, fg) for _, maps, fg in found for mm, dev in maps.items() if mm == m]
+            if not have:
+                continue
+            scores = [image_score(dev, fg) for dev, fg in have]
+            spread = float(np.median([_part_spread(dev, fg) for dev, fg in have]))
+            state[m + SYM] = sc.ModalityState(memory=deque(), taught=sc.ScoreStats.of_scores(
+                scores, spread=spread, quantile=self._quantile(), n_independent=len(have)))
 
     def _score_aligned(self, stream, frame, images, cmaps, cscores, timings) -> List[float]:
         """Fold the aligned comparison into the modality scores (in place): per modality the
@@ -846,9 +993,10 @@ class Detector:
         admit = not is_anom and (not confident or c < self.config.memory_admit_below)
         if update_memory:
             self._decide_surface(frame)
+            self._decide_symmetry(frame, scored["symmetric"])
             for m in used:
                 st = state[m]
-                for key in (m, m + INTRA):
+                for key in (m, m + INTRA, m + SYM):
                     if key in raw_scores and raw_scores[key][2]:
                         state[key].raw_scores.append(raw_scores[key][0])
                         state[key].raw_spreads.append(raw_scores[key][1])
@@ -975,6 +1123,12 @@ class Detector:
         timings["report"] = (time.perf_counter() - t0) * 1e3
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         return det
+
+
+def _part_spread(dev: np.ndarray, fg: np.ndarray) -> float:
+    """95th percentile - median of a deviation map on the part: its within-part spread."""
+    v = np.asarray(dev, np.float32)[np.asarray(fg, bool)]
+    return float(np.percentile(v, 95) - np.median(v)) if v.size else 0.0
 
 
 def _rgb_array(frame: Frame) -> np.ndarray:

@@ -52,6 +52,9 @@ def _offline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--intra-image", choices=("auto", "on", "off"), default=None,
                    help="also score each part against its own surface (default: the "
                         "detector's own, auto: streams of surfaces)")
+    p.add_argument("--symmetry", choices=("auto", "off"), default=None,
+                   help="also compare each part with itself turned by its rotational symmetry "
+                        "(default: the detector's own, auto: streams of symmetric parts)")
     p.add_argument("--limit-samples", type=int, default=0,
                    help="with --references: also teach L known-defective parts per category "
                         "and draw (excluded from scoring), as a cell keeps limit samples")
@@ -154,7 +157,8 @@ def detector_options(args: argparse.Namespace) -> dict:
     left unset keep the detector's own defaults."""
     out = {"backbone": args.backbone, "device": args.device}
     out.update({k: v for k, v in (("image_size", args.image_size), ("fusion", args.fusion),
-                                  ("intra_image", args.intra_image)) if v is not None})
+                                  ("intra_image", args.intra_image),
+                                  ("symmetry", args.symmetry)) if v is not None})
     if args.variation:
         out["variation"] = True
     if args.target_miss_rate is not None:

@@ -136,6 +136,13 @@ INSPECTION_PARAMS = (
               "other patches), calibrated apart and fused with the memory's score: auto "
               "(untaught streams of surfaces, judged from their first parts), on, off",
               True, choices=("auto", "on", "off")),
+    ParamSpec("symmetry", "auto",
+              "also compare each part with itself turned by its own rotational symmetry (a "
+              "gear by one tooth pitch), calibrated apart and fused with each modality's score;"
+              " needs no reference of the part's design: auto (pixel-registered streams whose "
+              "parts are rotationally symmetric, judged from the references or the first "
+              "parts), off; about 0.05-0.1 s more per symmetric part on 2 CPU cores",
+              True, choices=("auto", "off")),
     # outputs
     ParamSpec("publish_overlay", True, "publish inspection/overlay (rgb8)"),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", True,
@@ -170,5 +177,6 @@ def detector_config_dict(p: dict) -> dict:
         "score_margin": p["score_margin"],
         "variation": p["variation"],
         "intra_image": p["intra_image"],
+        "symmetry": p["symmetry"],
         "grounding_weights": p["grounding_weights"] or None,
     }
