@@ -61,5 +61,7 @@ def test_cli_detector_options_reach_the_detector():
     args = parser.parse_args(["offline", "a.mcap", "--out", "x", "--references", "4",
                               "--variation"])
     assert default_detector_factory(**detector_options(args))(("rgb",)).config.variation
+    args = parser.parse_args(["offline", "a.mcap", "--out", "x", "--symmetry", "off"])
+    assert default_detector_factory(**detector_options(args))(("rgb",)).config.symmetry == "off"
     with pytest.raises(SystemExit):
         parser.parse_args(["real", "--dataset", "mulsen", "--out", "x", "--fusion", "mean"])
