@@ -193,6 +193,10 @@ class InspectionNode(Node):
                         f"{detector.registered_on(stream)} image")
                 elif status is not None:  # variation: true, but this stream cannot have it
                     self.get_logger().warning(f"stream '{stream}': aligned comparison {status}")
+                if detector.symmetry_compared(stream):
+                    self.get_logger().info(
+                        f"stream '{stream}': parts rotationally symmetric, each also compared "
+                        f"with itself turned by its pitch")
             if config.target_miss_rate is not None:
                 for stream in sorted(set(good) - set(defective)):
                     self.get_logger().warning(
