@@ -43,7 +43,7 @@ __all__ = ["Symmetry", "find_symmetry", "deviation", "to_image", "image_score", 
 GRID = 128
 N_ANGLES = 256
 #: outline mismatch (area fraction) up to which a part counts as rotationally symmetric.
-#: The test split's gears (14-26 teeth) sit at 0.02-0.05 with their cast shadows left out
+#: The test split's gears (14-25 teeth) sit at 0.02-0.05 with their cast shadows left out
 #: (height foreground; the finest teeth are a few working-grid pixels wide); a toothed
 #: outline traced on the grid at 0.02-0.05 (a gear with a tooth missing stays under 0.05).
 MAX_MISMATCH = 0.08
@@ -134,7 +134,7 @@ def _order(polar: np.ndarray, radii: np.ndarray, m: np.ndarray) -> int:
     (2..MAX_ORDER) are the candidates, and the finest of them whose pitch brings the outline
     back about as well as the best one does is the order (a gear with an even number of teeth
     also matches itself under half a turn). Taking the order from the mismatch's first dip
-    instead missed the tooth count by one on a fifth of the test split's gears."""
+    instead was one tooth off on some generated gears (docs/DETECTOR.md)."""
     if float(np.median(m)) < CONTINUOUS:
         return 0
     extent = polar.sum(axis=0)
