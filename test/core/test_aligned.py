@@ -135,7 +135,8 @@ def test_a_change_of_hue_alone_stands_out_where_it_is(capsules, taught):
     found = 0
     for seed in TEST_SEEDS[:3]:
         frame = generate_sample("capsule", "good", seed, size=160, design=DESIGN).frame
-        images, fg = capsules._aligned_inputs(frame, capsules._images(frame, {}))
+        images, fg = capsules._aligned_inputs(
+            capsules._comparison_images(frame, capsules._images(frame, {})))
         rgb = np.asarray(frame.rgb).astype(np.float32)
         k = rgb.shape[0] / fg.shape[0]  # frame pixels per detector pixel
         # on the capsule's colour, not on its shadow (the colour image's foreground has both)
@@ -147,7 +148,8 @@ def test_a_change_of_hue_alone_stands_out_where_it_is(capsules, taught):
         v, u = np.mgrid[:rgb.shape[0], :rgb.shape[1]]
         rgb[(v - cy * k) ** 2 + (u - cx * k) ** 2 <= 100 * k * k] += d
         tinted = dataclasses.replace(frame, rgb=np.clip(rgb, 0, 255).astype(np.uint8))
-        timages, tfg = capsules._aligned_inputs(tinted, capsules._images(tinted, {}))
+        timages, tfg = capsules._aligned_inputs(
+            capsules._comparison_images(tinted, capsules._images(tinted, {})))
         assert (timages["rgb"][:3] - images["rgb"][:3]).abs().max() < 0.01  # bands unchanged
         plain = aligned.inspect(stream.models, images, fg, stream.on, stream.templates)["rgb"]
         dev, score = aligned.inspect(stream.models, timages, tfg, stream.on,
@@ -172,7 +174,8 @@ def test_a_part_registers_on_another_image_where_one_fails(taught):
     stream = taught._aligned["gear"]
     assert stream.templates and stream.on not in stream.templates
     frame = gear("good", TEST_SEEDS[0]).frame
-    images, fg = taught._aligned_inputs(frame, taught._images(taught._validate(frame), {}))
+    images, fg = taught._aligned_inputs(
+        taught._comparison_images(frame, taught._images(taught._validate(frame), {})))
     images[stream.on] = images[stream.on] * 0  # a blank frame, same type and layout
     assert aligned.inspect(stream.models, images, fg, stream.on) == {}  # its own image fails
     maps = aligned.inspect(stream.models, images, fg, stream.on, stream.templates)

@@ -375,11 +375,13 @@ class Detector:
             # references, and folding a second score into such shrunken ones lowered the
             # score of a defect that only one modality sees (docs/DETECTOR.md)
             self._surface[stream] = False
+        if self.config.symmetry == "auto" or self.config.variation:
+            compared = [self._comparison_images(f, images) for f, (images, _) in
+                        zip(frames, rendered)]
         if self.config.symmetry == "auto":
-            self._teach_symmetry(state, frames, [images for images, _ in rendered])
+            self._teach_symmetry(state, frames, [images for images, _ in rendered], compared)
         if self.config.variation:
-            self.variation_status[stream] = self._teach_aligned(
-                stream, frames, [images for images, _ in rendered])
+            self.variation_status[stream] = self._teach_aligned(stream, frames, compared)
 
     def _leave_one_out_stats(self, feats: List[List[torch.Tensor]],
                              entries: List[List[torch.Tensor]]) -> sc.ScoreStats:
@@ -460,10 +462,9 @@ class Detector:
         self._limit_scores[stream] = sorted(scores)
         return scores
 
-    def _teach_aligned(self, stream: str, frames: List[Frame],
-                       images: List[Dict[str, torch.Tensor]]) -> str:
-        """Variation models of a stream's references (`images`: their modality images);
-        returns "on" or why not."""
+    def _teach_aligned(self, stream: str, frames: List[Frame], compared: List[tuple]) -> str:
+        """Variation models of a stream's references (`compared`: their comparison images,
+        `_comparison_images`); returns "on" or why not."""
         from . import aligned
 
         if RGB not in self.config.modalities or any(f.rgb is None for f in frames):
@@ -472,7 +473,7 @@ class Detector:
             return "off: the modalities are not pixel-registered"
         if len(frames) < 2:
             return "off: needs 2 or more references"
-        inputs = [self._aligned_inputs(f, im) for f, im in zip(frames, images)]
+        inputs = [self._aligned_inputs(c) for c in compared]
         found = aligned.teach([i for i, _ in inputs], [fg for _, fg in inputs], self._quantile())
         if found is None:
             return "off: a texture (the references are self-similar), no pose to align"
@@ -675,14 +676,18 @@ class Detector:
                     cscores[m] = sc.max_of_normals([cscores[m], c])
         timings["scoring"] = (time.perf_counter() - t0) * 1e3
         symmetric = None
-        if self._symmetry_wanted(frame):
-            symmetric, found = self._score_symmetry(state, frame, images, cmaps, raw_scores,
-                                                    timings)
+        by_symmetry = self._symmetry_wanted(frame)
+        in_register = frame.stream in self._aligned and frame.registered and RGB in used
+        # both pixel comparisons see the same renderings: made once
+        compared = self._comparison_images(frame, images) if by_symmetry or in_register else None
+        if by_symmetry:
+            symmetric, found = self._score_symmetry(state, frame, images, compared, cmaps,
+                                                    raw_scores, timings)
             sources += list(found.values())
             for m, c in found.items():  # a defect one of the two sees keeps its score
                 cscores[m] = sc.max_of_normals([cscores[m], c])
-        if frame.stream in self._aligned and frame.registered and RGB in used:
-            sources += self._score_aligned(self._aligned[frame.stream], frame, images, cmaps,
+        if in_register:
+            sources += self._score_aligned(self._aligned[frame.stream], compared, cmaps,
                                            cscores, timings)
         return dict(used=used, feats=feats, images=images, cmaps=cmaps, cscores=cscores,
                     sources=sources, raw=raw_scores, confident=confident, symmetric=symmetric)
@@ -752,16 +757,19 @@ class Detector:
                 colour, out[RGB] = images[RGB], rgb_image(rgb, S)
         return out, colour
 
-    def _aligned_inputs(self, frame: Frame, images: Dict[str, torch.Tensor]) -> tuple:
-        """(modality images for the variation models, (S, S) foreground): the comparison
-        images, RGB with its chromaticity beside the luminance bands (hue, blind to the lamp's
-        shading; parts are registered on the bands only: `aligned.REGISTRATION_CHANNELS`); the
-        foreground from the colour image, whose outline is sharpest."""
+    @staticmethod
+    def _aligned_inputs(compared: tuple) -> tuple:
+        """(modality images for the variation models, (S, S) foreground) from a part's
+        comparison images (`_comparison_images`): RGB with its chromaticity beside the
+        luminance bands (hue, blind to the lamp's shading; parts are registered on the bands
+        only: `aligned.REGISTRATION_CHANNELS`); the foreground from the colour image, whose
+        outline is sharpest."""
         from .registration import frame_foreground
 
-        out, colour = self._comparison_images(frame, images)
+        out, colour = compared
         # one design, one colour scheme: a shifted cap or a coloured speck changes the hue
-        out[RGB] = torch.cat([out[RGB], chromaticity(colour).to(out[RGB].device)])
+        bands = out[RGB]
+        out = {**out, RGB: torch.cat([bands, chromaticity(colour).to(bands.device)])}
         return out, frame_foreground(rgb=colour)
 
     def _symmetry_wanted(self, frame: Frame) -> bool:
@@ -770,17 +778,19 @@ class Detector:
         return (self.config.symmetry == "auto" and frame.registered
                 and self._symmetric.get(frame.stream) is not False)
 
-    def _symmetry_maps(self, frame: Frame, images: Dict[str, torch.Tensor]) -> tuple:
+    def _symmetry_maps(self, frame: Frame, images: Dict[str, torch.Tensor],
+                       compared: tuple) -> tuple:
         """(whether the part is rotationally symmetric, {modality: deviation map}, foreground)
         of the rotational self-comparison (core/symmetry.py), maps and foreground on its
         working grid. The foreground comes from the height map where there is one (a cast
         shadow is not symmetric), else from the colour image. No maps when the part shows no
         symmetry at all; a part of a stream of symmetric parts is compared whatever its own
-        mismatch (a broken part matches itself worse)."""
+        mismatch (a broken part matches itself worse). `compared`: the part's comparison
+        images (`_comparison_images`)."""
         from .registration import foreground_mask, frame_foreground, to_work_grid
         from . import symmetry as sy
 
-        out, colour = self._comparison_images(frame, images)
+        out, colour = compared
         if HEIGHT in images:
             fg = foreground_mask(images[HEIGHT])
         elif colour is not None:
@@ -799,7 +809,8 @@ class Detector:
                for m, v in out.items()}
         return symmetric, {m: sy.deviation(v, found, fg) for m, v in out.items()}, fg
 
-    def _score_symmetry(self, state, frame, images, cmaps, raw_scores, timings) -> tuple:
+    def _score_symmetry(self, state, frame, images, compared, cmaps, raw_scores,
+                        timings) -> tuple:
         """Rotational self-comparison of a part: (whether it is symmetric, {modality:
         calibrated score}) for the modalities already calibrated (the taught references, or
         the stream's history, under "<modality>:sym") of a stream of symmetric parts; their
@@ -808,7 +819,7 @@ class Detector:
         from . import symmetry as sy
 
         t0 = time.perf_counter()
-        symmetric, maps, fg = self._symmetry_maps(frame, images)
+        symmetric, maps, fg = self._symmetry_maps(frame, images, compared)
         out = {}
         for m, dev in maps.items():
             if m not in cmaps:
@@ -820,9 +831,7 @@ class Detector:
             if stats is None or self._symmetric.get(frame.stream) is not True:
                 continue
             out[m] = (s - stats.loc) / stats.scale
-            d = torch.from_numpy(np.ascontiguousarray(dev, np.float32)).to(cmaps[m].device)
-            small = F.adaptive_max_pool2d(d[None, None], cmaps[m].shape)[0, 0]
-            cmaps[m] = torch.maximum(cmaps[m], (small - stats.loc) / stats.scale)
+            _fold_map(cmaps, m, dev, stats)
         timings["symmetry"] = (time.perf_counter() - t0) * 1e3
         return symmetric, out
 
@@ -839,17 +848,18 @@ class Detector:
         if len(seen) >= int(self.config.min_history):
             self._symmetric[frame.stream] = 2 * sum(seen) > len(seen)
 
-    def _teach_symmetry(self, state, frames: List[Frame],
-                        images: List[Dict[str, torch.Tensor]]) -> None:
+    def _teach_symmetry(self, state, frames: List[Frame], images: List[Dict[str, torch.Tensor]],
+                        compared: List[tuple]) -> None:
         """The rotational self-comparison of a taught stream: on when most references are
-        rotationally symmetric, calibrated by their own scores (widened for their number)."""
+        rotationally symmetric, calibrated by their own scores (widened for their number).
+        `images`, `compared`: the references' modality and comparison images."""
         from .symmetry import image_score
 
         stream = frames[0].stream
         if not all(f.registered for f in frames):
             self._symmetric[stream] = False
             return
-        found = [self._symmetry_maps(f, im) for f, im in zip(frames, images)]
+        found = [self._symmetry_maps(f, im, c) for f, im, c in zip(frames, images, compared)]
         if 2 * sum(s for s, _, _ in found) <= len(found):
             self._symmetric[stream] = False
             return
@@ -863,7 +873,7 @@ class Detector:
             state[m + SYM] = sc.ModalityState(memory=deque(), taught=sc.ScoreStats.of_scores(
                 scores, spread=spread, quantile=self._quantile(), n_independent=len(have)))
 
-    def _score_aligned(self, stream, frame, images, cmaps, cscores, timings) -> List[float]:
+    def _score_aligned(self, stream, compared, cmaps, cscores, timings) -> List[float]:
         """Fold the aligned comparison into the modality scores (in place): per modality the
         image score is Stouffer's sum of the feature memory's and the variation model's
         calibrated scores (both ~N(0, 1) on normal parts) and the map the larger of the two.
@@ -871,7 +881,7 @@ class Detector:
         from . import aligned
 
         t0 = time.perf_counter()
-        maps = aligned.inspect(stream.models, *self._aligned_inputs(frame, images), stream.on,
+        maps = aligned.inspect(stream.models, *self._aligned_inputs(compared), stream.on,
                                stream.templates)
         out = []
         for m, (dev, score) in maps.items():
@@ -883,10 +893,7 @@ class Detector:
             # Stouffer's sum, not the max of the two: the max let the feature memory's pose
             # sensitivity through (turned good capsules flagged; docs/DETECTOR.md)
             cscores[m] = (cscores[m] + c_var) / np.sqrt(2.0)
-            # on the feature grid, keeping each cell's peak (the image score is a peak too)
-            d = torch.from_numpy(np.ascontiguousarray(dev, np.float32)).to(cmaps[m].device)
-            small = F.adaptive_max_pool2d(d[None, None], cmaps[m].shape)[0, 0]
-            cmaps[m] = torch.maximum(cmaps[m], (small - st.loc) / st.scale)
+            _fold_map(cmaps, m, dev, st)
         timings["aligned"] = (time.perf_counter() - t0) * 1e3
         return out
 
@@ -1123,6 +1130,15 @@ class Detector:
         timings["report"] = (time.perf_counter() - t0) * 1e3
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         return det
+
+
+def _fold_map(cmaps: Dict[str, torch.Tensor], m: str, dev: np.ndarray, stats) -> None:
+    """Fold a pixel comparison's deviation map into modality m's calibrated map (in place):
+    on the feature grid, keeping each cell's peak (the image score is a peak too), calibrated
+    by `stats` (loc / scale of the comparison's normal image scores)."""
+    d = torch.from_numpy(np.ascontiguousarray(dev, np.float32)).to(cmaps[m].device)
+    small = F.adaptive_max_pool2d(d[None, None], cmaps[m].shape)[0, 0]
+    cmaps[m] = torch.maximum(cmaps[m], (small - stats.loc) / stats.scale)
 
 
 def _part_spread(dev: np.ndarray, fg: np.ndarray) -> float:
