@@ -1,9 +1,11 @@
-"""Rotational self-comparison (core/symmetry.py, DetectorConfig.symmetry): a part that repeats
-itself around a centre is its own reference. The order and centre of a toothed outline are
-found in any pose; a disc counts as continuous; boards, bars and surfaces are not symmetric.
-A defect on one tooth stands out where it is, and in the detector gears that are each a design
-of their own (no reference shows what this part should look like) are flagged for a missing
-tooth while their defect-free twins are not."""
+"""Self-comparison (core/symmetry.py, DetectorConfig.symmetry): a part that repeats itself
+around a centre, or mirrors itself across an axis, is its own reference. The order and centre
+of a toothed outline are found in any pose; a disc counts as continuous; boards, bars and
+surfaces are not rotationally symmetric. A lying cylinder is mirror-symmetric about its long
+axis (found in any pose), a board with components on it is not. A defect on one tooth, or on
+one side of a cylinder, stands out where it is, and in the detector gears and capsules that
+are each a design of their own (no reference shows what this part should look like) are
+flagged for a missing tooth or a shifted cap while their defect-free twins are not."""
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -73,6 +75,61 @@ def test_a_tooth_with_a_planted_bump_stands_out_where_it_is():
     assert sy.image_score(after, fg) > 2 * sy.image_score(before, fg)
 
 
+def lying_cylinder(theta, centre=(63.4, 66.2), half=30.0, r=14.0, size=128):
+    """(foreground, height) of a cylinder of radius r lying along the direction theta (from the
+    column axis towards the rows), with rounded ends: a capsule."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    dx, dy = xx - centre[1], yy - centre[0]
+    along = dx * np.cos(theta) + dy * np.sin(theta)
+    across = -dx * np.sin(theta) + dy * np.cos(theta)
+    dist = np.hypot(np.maximum(np.abs(along) - half, 0), across)  # to the axis segment
+    height = np.sqrt(np.clip(r * r - dist ** 2, 0, None))
+    return height > 0, height
+
+
+@pytest.mark.parametrize("theta", [0.4, 1.3, 2.7])
+def test_a_lying_cylinder_mirrors_itself_about_its_long_axis(theta):
+    fg, height = lying_cylinder(theta)
+    outline_only = sy.find_symmetry(fg)  # half a turn, not compared
+    assert outline_only.order == 2 and not outline_only.comparable
+    found = sy.find_symmetry(fg, height=height)
+    assert found is not None and found.comparable and not found.rotational and found.symmetric
+    axis_deg = [np.degrees(s * np.pi / sy.N_ANGLES) for s in found.axes]
+    # the long axis among them (measured: within 0.3 degrees), and the short one
+    assert min(abs((a - np.degrees(theta) + 90) % 180 - 90) for a in axis_deg) < 1.0, axis_deg
+    assert len(found.axes) == 2
+    # a bump on one side stands out there, not where the mirror carries it
+    yy, xx = np.mgrid[0:128, 0:128]
+    side = np.array([np.cos(theta), -np.sin(theta)])  # across the axis, (row, col)
+    along = np.array([np.sin(theta), np.cos(theta)])
+    bump_at = np.array((63.4, 66.2)) + 15 * along + 7 * side
+    ghost_at = np.array((63.4, 66.2)) + 15 * along - 7 * side
+    blob = np.hypot(yy - bump_at[0], xx - bump_at[1]) <= 4
+    bumped = height + 2.0 * blob
+    dev = sy.deviation(bumped, found, fg)
+    v, u = np.unravel_index(np.argmax(dev), dev.shape)
+    assert np.hypot(v - bump_at[0], u - bump_at[1]) <= 5, ((v, u), bump_at)
+    gv, gu = np.round(ghost_at).astype(int)
+    assert dev[gv - 2:gv + 3, gu - 2:gu + 3].max() < 0.2 * dev.max()
+    assert sy.image_score(sy.deviation(height, found, fg), fg) < 0.2 * sy.image_score(dev, fg)
+
+
+def test_a_board_with_components_is_not_mirror_symmetric():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:128, 0:128]
+    board = (abs(yy - 64) < 30) & (abs(xx - 64) < 45)
+    height = 2.0 * board
+    for _ in range(8):  # components placed at random: the outline mirrors, the board does not
+        cy, cx = rng.integers(40, 88), rng.integers(25, 100)
+        height[cy:cy + 6, cx:cx + 9] += 3
+    found = sy.find_symmetry(board, height=height)
+    assert found is not None and not found.comparable and not found.axes
+    # asked for its mirrors whatever their quality (as the detector does), it has them, but
+    # does not count as symmetric
+    anyway = sy.find_symmetry(board, max_mismatch=1.0, height=height, max_content=np.inf)
+    assert anyway.axes and anyway.comparable and not anyway.symmetric
+
+
 @pytest.fixture(scope="module")
 def streamed(detector_factory):
     """An untaught stream of gears, each a design of its own (the detector's default)."""
@@ -98,6 +155,30 @@ def test_a_missing_tooth_is_flagged_and_its_defect_free_twin_is_not(streamed):
         twins_flagged += twin.is_anomalous
     # measured: 6 of 6 missing teeth flagged (0.79-0.89), none of the twins (at most 0.09)
     assert flagged >= 5 and twins_flagged <= 1, (flagged, twins_flagged)
+
+
+def test_a_shifted_cap_is_flagged_and_its_defect_free_twin_is_not(detector_factory):
+    """Capsules, each a design of its own (sizes, colours): compared with their own mirror image
+    (height map and X-ray), a cap shifted off the axis stands out; without the comparison
+    (`symmetry: off`) it does not."""
+    flagged = {}
+    for mode in ("auto", "off"):
+        det = detector_factory(symmetry=mode)
+        for s in range(100, 108):
+            det.detect(generate_sample("capsule", "good", s).frame)
+        assert det.symmetry_compared("capsule") is (mode == "auto")
+        flagged[mode] = twins = 0
+        for s in range(200, 206):
+            bad = det.detect(generate_sample("capsule", "misalignment", s).frame,
+                             update_memory=False)
+            twin = det.detect(generate_sample("capsule", "good", s).frame, update_memory=False)
+            if mode == "auto":
+                assert bad.pred_score > twin.pred_score, (s, bad.pred_score, twin.pred_score)
+            flagged[mode] += bad.is_anomalous
+            twins += twin.is_anomalous
+        assert twins <= 1, (mode, twins)
+    # measured: 5 of 6 shifted caps flagged (1 of 6 without the comparison), 1 of 6 twins in both
+    assert flagged["auto"] >= 4 and flagged["off"] <= 2, flagged
 
 
 def test_asymmetric_parts_and_the_off_switch_skip_the_self_comparison(detector_factory):

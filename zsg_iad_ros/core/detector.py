@@ -42,7 +42,7 @@ HEIGHT = "geometry:height"
 #: suffix of a modality's own-image score in the stream state (`intra_image`)
 INTRA = ":intra"
 INTRA_MODES = ("auto", "on", "off")
-#: suffix of a modality's rotational self-comparison score in the stream state (`symmetry`)
+#: suffix of a modality's self-comparison score in the stream state (`symmetry`)
 SYM = ":sym"
 SYMMETRY_MODES = ("auto", "off")
 #: false-alarm rate whose calibrated level a mask pixel must reach (see _mask_threshold)
@@ -112,11 +112,11 @@ class DetectorConfig:
     #: structured parts it adds noise) | 'on' | 'off' (docs/DETECTOR.md, "Own-image score")
     intra_image: str = "auto"
     #: also compare each part with itself turned by its own rotational symmetry (a gear turned
-    #: by one tooth pitch; core/symmetry.py), calibrated apart and fused with its modality's
-    #: score like the own-image score: needs no reference of the part's design. 'auto': streams
-    #: of pixel-registered frames whose parts are rotationally symmetric (most of the taught
-    #: references, else of the first `min_history` parts) | 'off' (docs/DETECTOR.md,
-    #: "Rotational self-comparison")
+    #: by one tooth pitch) or, given a height map, mirrored across its own axis (a capsule;
+    #: core/symmetry.py), calibrated apart and fused with its modality's score like the
+    #: own-image score: needs no reference of the part's design. 'auto': streams of
+    #: pixel-registered frames whose parts are symmetric (most of the taught references, else
+    #: of the first `min_history` parts) | 'off' (docs/DETECTOR.md, "Self-comparison")
     symmetry: str = "auto"
 
     @classmethod
@@ -211,8 +211,8 @@ class Detector:
         #: per stream, 'auto' own-image scoring: the texture scores seen so far, then the
         #: decision (whether the stream is a surface)
         self._surface: Dict[str, object] = {}
-        #: per stream, 'auto' self-comparison: whether each part seen so far is rotationally
-        #: symmetric, then the decision (whether the stream's parts are)
+        #: per stream, 'auto' self-comparison: whether each part seen so far is symmetric
+        #: (turned or mirrored), then the decision (whether the stream's parts are)
         self._symmetric: Dict[str, object] = {}
         #: per taught stream with `variation` on: "on", or why the aligned comparison is off
         self.variation_status: Dict[str, str] = {}
@@ -619,7 +619,7 @@ class Detector:
         modality's feature memory's and, where they run, its own-image score's, its
         self-comparison's and its variation model's),
         raw (modality -> (raw image score, spread)), confident (bool), symmetric (whether the
-        part is rotationally symmetric; None where the self-comparison did not look)."""
+        part is symmetric; None where the self-comparison did not look)."""
         feats, images = self._features(frame, timings)
         used = [m for m in self.config.modalities if m in images]
         t0 = time.perf_counter()
@@ -702,8 +702,8 @@ class Detector:
         return found if isinstance(found, bool) else None
 
     def symmetry_compared(self, stream: str = "default") -> Optional[bool]:
-        """Whether the stream's parts are also compared with themselves turned by their
-        rotational symmetry (`symmetry`); None while 'auto' has not seen enough parts."""
+        """Whether the stream's parts are also compared with themselves turned or mirrored by
+        their own symmetry (`symmetry`); None while 'auto' has not seen enough parts."""
         if self.config.symmetry == "off":
             return False
         found = self._symmetric.get(stream)
@@ -780,10 +780,11 @@ class Detector:
 
     def _symmetry_maps(self, frame: Frame, images: Dict[str, torch.Tensor],
                        compared: tuple) -> tuple:
-        """(whether the part is rotationally symmetric, {modality: deviation map}, foreground)
-        of the rotational self-comparison (core/symmetry.py), maps and foreground on its
-        working grid. The foreground comes from the height map where there is one (a cast
-        shadow is not symmetric), else from the colour image. No maps when the part shows no
+        """(whether the part is symmetric, {modality: deviation map}, foreground) of the
+        self-comparison (core/symmetry.py), maps and foreground on its working grid. The
+        foreground comes from the height map where there is one (a cast shadow is not
+        symmetric), else from the colour image; mirrors are looked for only with a height map
+        (the outline alone cannot tell a capsule from a board). No maps when the part shows no
         symmetry at all; a part of a stream of symmetric parts is compared whatever its own
         mismatch (a broken part matches itself worse). `compared`: the part's comparison
         images (`_comparison_images`)."""
@@ -791,19 +792,26 @@ class Detector:
         from . import symmetry as sy
 
         out, colour = compared
-        if HEIGHT in images:
-            fg = foreground_mask(images[HEIGHT])
+        height = images.get(HEIGHT)
+        if height is not None:
+            fg = foreground_mask(height)
         elif colour is not None:
             fg = frame_foreground(rgb=colour)
         else:
             return False, {}, None
         fg = to_work_grid(fg.astype(np.float32), sy.GRID) > 0.5  # on its working grid
-        found = sy.find_symmetry(fg, max_mismatch=1.0)
-        if found is None:
+        found = sy.find_symmetry(fg, max_mismatch=1.0, height=height, max_content=np.inf)
+        if found is None or not found.comparable:
             return False, {}, fg
-        symmetric = found.mismatch <= sy.MAX_MISMATCH and found.comparable
+        symmetric = found.symmetric
         if not symmetric and self._symmetric.get(frame.stream) is not True:
             return False, {}, fg
+        if not found.rotational:
+            # a lamp to one side shades a round part unlike its mirror image: the colour
+            # image is not compared under mirrors. Of the others, the intensity alone: the
+            # band-pass channels beside it, scaled per image by their bulk, are mostly noise
+            # on a part that matches its mirror image
+            out = {m: v[:1] for m, v in out.items() if m != RGB}
         # a grey modality rendered as three equal channels is compared once
         out = {m: v[:1] if v.shape[0] == 3 and bool((v[1:] == v[:1]).all()) else v
                for m, v in out.items()}
@@ -811,7 +819,7 @@ class Detector:
 
     def _score_symmetry(self, state, frame, images, compared, cmaps, raw_scores,
                         timings) -> tuple:
-        """Rotational self-comparison of a part: (whether it is symmetric, {modality:
+        """Self-comparison of a part: (whether it is symmetric, {modality:
         calibrated score}) for the modalities already calibrated (the taught references, or
         the stream's history, under "<modality>:sym") of a stream of symmetric parts; their
         maps join `cmaps` (in place, each cell's peak); the raw scores go to `raw_scores` for
@@ -850,8 +858,8 @@ class Detector:
 
     def _teach_symmetry(self, state, frames: List[Frame], images: List[Dict[str, torch.Tensor]],
                         compared: List[tuple]) -> None:
-        """The rotational self-comparison of a taught stream: on when most references are
-        rotationally symmetric, calibrated by their own scores (widened for their number).
+        """The self-comparison of a taught stream: on when most references are symmetric
+        (turned or mirrored), calibrated by their own scores (widened for their number).
         `images`, `compared`: the references' modality and comparison images."""
         from .symmetry import image_score
 
@@ -1135,10 +1143,14 @@ class Detector:
 def _fold_map(cmaps: Dict[str, torch.Tensor], m: str, dev: np.ndarray, stats) -> None:
     """Fold a pixel comparison's deviation map into modality m's calibrated map (in place):
     on the feature grid, keeping each cell's peak (the image score is a peak too), calibrated
-    by `stats` (loc / scale of the comparison's normal image scores)."""
+    by `stats` (loc / scale of the comparison's normal image scores). Only cells where the
+    comparison found a difference count: where it found none (a part that matches its mirror
+    image within the tolerance, the background) its calibrated value would lift the map's
+    floor and flatten its ranking of the part against the rest."""
     d = torch.from_numpy(np.ascontiguousarray(dev, np.float32)).to(cmaps[m].device)
     small = F.adaptive_max_pool2d(d[None, None], cmaps[m].shape)[0, 0]
-    cmaps[m] = torch.maximum(cmaps[m], (small - stats.loc) / stats.scale)
+    z = (small - stats.loc) / stats.scale
+    cmaps[m] = torch.where(small > 0, torch.maximum(cmaps[m], z), cmaps[m])
 
 
 def _part_spread(dev: np.ndarray, fg: np.ndarray) -> float:

@@ -1,11 +1,11 @@
-"""Rotational self-comparison: a part that repeats itself around a centre (a gear's teeth, a
-flange's bolt holes, a disc) is its own reference.
+"""Self-comparison: a part that repeats itself around a centre (a gear's teeth, a flange's bolt
+holes, a disc) or mirrors itself across an axis (a capsule, a pin, a bar) is its own reference.
 
 No ROS here. Where every part is a design of its own (tooth counts, sizes), neither the
 references nor the stream's earlier parts show what this part should look like; but a gear with
 n teeth should look the same turned by 360 / n degrees. A missing or broken tooth, a bump on one
 side or an off-centre bore breaks that. Written here: no installed library (numpy, scipy,
-open3d, torch) detects rotational symmetry.
+open3d, torch) detects rotational or mirror symmetry.
 
 1. `find_symmetry(foreground)`: the part's outline, resampled in polar coordinates around its
    centroid (the centre of any rotationally symmetric shape; with the foreground taken from
@@ -15,22 +15,31 @@ open3d, torch) detects rotational symmetry.
    come back under one to four pitches (0 for a perfect match), says how symmetric the part
    is; None when the part is too small, fills the view, is scattered blobs, or no turn
    matches within `max_mismatch`.
+   A part of order 2 at most (a capsule) is not compared under turns; given its height map,
+   it may be under mirrors instead: the axes (through the centroid) across which its outline
+   comes back, kept where its height map comes back too (a capsule's does, a circuit
+   board's components do not: the outline alone cannot tell them apart).
 2. `deviation(image, symmetry)`: each modality image (C, H, W) in polar coordinates is
-   compared with itself turned by k * 360 / n (up to 8 turns), within a tolerance of one
-   sample in radius and angle (an envelope, as in a variation model); per turn, the
-   distance outside the envelope in units of the channel's typical distance, combined over
-   channels (RMS); per pixel the median over the turns, so a defect counts where it lies and
-   not where the turns carry it. Back on the working grid: a (128, 128) map, 0 outside the
-   part (`to_image` brings it to the image's pixels).
+   compared with itself turned by k * 360 / n (up to 8 turns), or mirrored (a mirror across
+   an axis at angle phi takes the polar angle a to 2 phi - a: a reversal of the angle
+   samples), within a tolerance of one sample in radius and angle (an envelope, as in a
+   variation model); per comparison, the distance outside the envelope in units of the
+   channel's typical distance (under mirrors: its span), combined over channels (RMS); per
+   pixel the median over the turns, so a defect counts where it lies and not where the turns
+   carry it. Under one or two comparisons (two mirrors, or the two turns of order 3), the
+   smaller of the two and a 3 x 3 median (too few comparisons for their median to remove
+   isolated noise); a single mirror cannot say which side of its axis is off and marks both.
+   Back on the working grid: a (128, 128) map, 0 outside the part (`to_image` brings it to
+   the image's pixels).
 3. `image_score(map, foreground)`: the mean of the top 0.3 % of the part's pixels.
 
 Everything runs on a 128 x 128 working grid (block means): on 2 cores about 15 ms for the
-symmetry and 10 ms per modality.
+symmetry (about 10 ms more for mirror axes) and 10 ms per modality.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -59,29 +68,54 @@ MIN_ORDER = 3
 MAX_ORDER = 36
 #: share of the foreground the largest component must hold (one part, not scattered blobs)
 MIN_MAIN_SHARE = 0.8
+#: mean distance of the height map outside its mirrored envelope, in units of its span on the
+#: part, up to which a mirror axis counts: the test split's capsules 0-2e-5, its circuit
+#: boards (symmetric outline, components placed at random) 3e-4 to 9e-3
+MIRROR_CONTENT = 1e-4
+#: at most this many mirror axes are compared (a capsule's long and short axes)
+MAX_AXES = 2
 
 
 @dataclass(frozen=True)
 class Symmetry:
     """centre: (row, col) on the working grid; order: n (0 for a disc: every turn matches);
     mismatch: area fraction of the outline that does not come back under one to four turns of
-    360 / n degrees (for a disc: the median over all turns); radius: the part's largest radius
-    plus a margin (working-grid px)."""
+    360 / n degrees (for a disc: the median over all turns), or under the mirrors; radius: the
+    part's largest radius plus a margin (working-grid px); axes: mirror axes, each as s (the
+    axis at s * 180 / N_ANGLES degrees from the column axis), compared where the order is not
+    (below MIN_ORDER); content: how far the height map misses its mirror image under the best
+    axis (`MIRROR_CONTENT`; 0 without axes)."""
 
     centre: Tuple[float, float]
     order: int
     mismatch: float
     radius: int
+    axes: Tuple[int, ...] = ()
+    content: float = 0.0
 
     @property
-    def comparable(self) -> bool:
-        """Whether parts of this symmetry are compared with themselves (a disc, or order >=
-        MIN_ORDER)."""
+    def symmetric(self) -> bool:
+        """Whether the part counts as symmetric: comparable, and its outline (and, under
+        mirrors, its height map) come back within MAX_MISMATCH (MIRROR_CONTENT)."""
+        return (self.comparable and self.mismatch <= MAX_MISMATCH
+                and self.content <= MIRROR_CONTENT)
+
+    @property
+    def rotational(self) -> bool:
+        """Whether the part is compared under turns (a disc, or order >= MIN_ORDER)."""
         return self.order == 0 or self.order >= MIN_ORDER
 
     @property
+    def comparable(self) -> bool:
+        """Whether parts of this symmetry are compared with themselves (under turns or
+        mirrors)."""
+        return self.rotational or bool(self.axes)
+
+    @property
     def turns(self) -> np.ndarray:
-        """The turns compared, in polar samples (fractional)."""
+        """The turns compared, in polar samples (fractional); none for a mirror symmetry."""
+        if not self.rotational:
+            return np.zeros(0)
         n = self.order or MAX_TURNS
         ks = np.arange(1, n)
         if ks.size > MAX_TURNS:
@@ -107,6 +141,12 @@ def _turned(p: np.ndarray, shift: float) -> np.ndarray:
     f = shift - i
     a = np.roll(p, -i, -1)
     return a if f == 0 else (1 - f) * a + f * np.roll(p, -i - 1, -1)
+
+
+def _mirrored(p: np.ndarray, s: int) -> np.ndarray:
+    """p (..., N_ANGLES) mirrored across the axis at s * 180 / N_ANGLES degrees: the sample at
+    angle index a takes the one at s - a."""
+    return np.roll(p[..., ::-1], s + 1, axis=-1)
 
 
 def _outline_mismatch(fpolar: np.ndarray, radii: np.ndarray) -> np.ndarray:
@@ -145,10 +185,44 @@ def _order(polar: np.ndarray, radii: np.ndarray, m: np.ndarray) -> int:
     return int(cands[miss <= 1.5 * miss.min() + 0.005].max())
 
 
+def _mirror_axes(fpolar: np.ndarray, radii: np.ndarray) -> Tuple[List[int], float]:
+    """Candidate mirror axes of a polar mask, best first (at most MAX_AXES, each a local
+    minimum of the outline's mismatch about as low as the best one), and the best mismatch."""
+    w = np.maximum(radii, 1.0)[:, None]
+    area = float((fpolar * w).sum()) or 1.0
+    # for a 0/1 mask |a - b| = a + b - 2ab, and sum_a P[a] P[s - a] is P's circular
+    # self-convolution: every axis (0..180 degrees in half-sample steps) at once
+    f = np.fft.rfft(fpolar, axis=1)
+    conv = np.fft.irfft(f * f, n=N_ANGLES, axis=1)
+    m = 2.0 * (area - (conv * w).sum(axis=0)) / area
+    best = float(m.min())
+    minima = [s for s in np.argsort(m, kind="stable")
+              if m[s] <= 1.5 * best + 0.005
+              and m[s] <= m[(s - 1) % N_ANGLES] and m[s] <= m[(s + 1) % N_ANGLES]]
+    axes = [int(s) for s in minima[:MAX_AXES]]
+    exact = [float((np.abs(fpolar - _mirrored(fpolar, s)) * w).sum()) / area for s in axes]
+    return axes, min(exact) if exact else 1.0
+
+
+def _content_mismatch(height: np.ndarray, centre, radius: int, inside: np.ndarray,
+                      s: int) -> float:
+    """Mean distance of the height map (GRID, GRID) outside its envelope mirrored across axis
+    s, in units of its span on the part (`inside`, polar)."""
+    p = _polar(height[None], centre, radius)
+    d = _envelope_distance(p, [lambda q: _mirrored(q, s)])[0, 0]
+    vals = p[0][inside]
+    span = float(np.percentile(vals, 95) - np.percentile(vals, 5)) + 1e-12
+    return float(d[inside].mean()) / span
+
+
 def find_symmetry(foreground: np.ndarray, max_mismatch: float = MAX_MISMATCH,
-                  min_area: int = 200) -> Optional[Symmetry]:
+                  min_area: int = 200, height: Optional[np.ndarray] = None,
+                  max_content: float = MIRROR_CONTENT) -> Optional[Symmetry]:
     """Rotational symmetry of the part in `foreground` ((H, W) bool, any size; estimated on
-    the working grid), or None (too small, touching every border, or not symmetric)."""
+    the working grid), or None (too small, touching every border, or not symmetric). Where
+    the order is below MIN_ORDER and `height` (the part's height map, as the foreground) is
+    given, its mirror symmetry instead when the height map comes back under the mirror
+    within `max_content` (`Symmetry.content`)."""
     fg = _work_mask(foreground)
     if fg.sum() < min_area:
         return None
@@ -170,6 +244,13 @@ def find_symmetry(foreground: np.ndarray, max_mismatch: float = MAX_MISMATCH,
     if order == 0:
         return Symmetry(centre, 0, float(np.median(m)), radius)
     mismatch = _pitch_mismatch(polar, radii, order)
+    if order < MIN_ORDER and height is not None:
+        axes, outline = _mirror_axes(polar, radii)
+        h = _channels(height)[0]
+        content = min((_content_mismatch(h, centre, radius, polar > 0.5, s) for s in axes),
+                      default=np.inf)
+        if content <= max_content and outline <= max_mismatch:
+            return Symmetry(centre, order, outline, radius, tuple(axes), content)
     if mismatch > max_mismatch:
         return None
     return Symmetry(centre, order, mismatch, radius)
@@ -190,9 +271,10 @@ def _channels(image) -> np.ndarray:
 
 def deviation(image, sym: Symmetry, foreground: Optional[np.ndarray] = None) -> np.ndarray:
     """(GRID, GRID) float32 map on the working grid (`to_work_grid` of the image): how far
-    each pixel of the part differs from the same place turned by the part's symmetry, in units
-    of the channel's typical difference; 0 outside the part (`foreground`, (H, W) bool of the
-    image; None: within the symmetry's radius). `to_image` brings it back to the image."""
+    each pixel of the part differs from the same place turned or mirrored by the part's
+    symmetry, in units of the channel's typical difference (under mirrors: of its span); 0
+    outside the part (`foreground`, (H, W) bool of the image; None: within the symmetry's
+    radius). `to_image` brings it back to the image."""
     ch = _channels(image)
     p = _polar(ch, sym.centre, sym.radius)  # (C, R, A)
     fg_work = None
@@ -204,20 +286,25 @@ def deviation(image, sym: Symmetry, foreground: Optional[np.ndarray] = None) -> 
         inside = np.ones(p.shape[1:], bool)
     if not inside.any():
         return np.zeros((GRID, GRID), np.float32)
-    # one sample of tolerance in radius and angle (the turn is fractional, the outline and
-    # edges sampled on a grid): the envelope of the turned image is the turned envelope
-    modes = ("nearest", "nearest", "wrap")
-    hi = ndimage.maximum_filter(p, size=(1, 3, 3), mode=modes)
-    lo = ndimage.minimum_filter(p, size=(1, 3, 3), mode=modes)
-    d = np.stack([np.maximum(np.maximum(p - _turned(hi, float(t)), _turned(lo, float(t)) - p),
-                             0.0) for t in sym.turns])  # (K, C, R, A)
-    # the channel's typical difference inside the part (RMS over turns and pixels), floored at
-    # 1e-3 of the channel's range on the part
+    moves = [lambda q, t=float(t): _turned(q, t) for t in sym.turns]
+    moves += [lambda q, s=s: _mirrored(q, s) for s in sym.axes]
+    d = _envelope_distance(p, moves)  # (K, C, R, A)
     vals = p[:, inside]
-    span = vals.max(axis=1) - vals.min(axis=1)
-    typical = np.sqrt((d[:, :, inside] ** 2).mean(axis=(0, 2))) + 1e-3 * span + 1e-12
+    if sym.rotational:
+        # the channel's typical difference inside the part (RMS over turns and pixels),
+        # floored at 1e-3 of the channel's range on the part
+        span = vals.max(axis=1) - vals.min(axis=1)
+        typical = np.sqrt((d[:, :, inside] ** 2).mean(axis=(0, 2))) + 1e-3 * span + 1e-12
+    else:
+        # the channel's span on the part: under a mirror most of the part matches within the
+        # envelope, so the typical difference would be the defect's own
+        typical = np.percentile(vals, 95, axis=1) - np.percentile(vals, 5, axis=1) + 1e-12
     d = np.sqrt(((d / typical[None, :, None, None]) ** 2).mean(axis=1))  # (K, R, A)
-    dev = np.median(d, axis=0) if d.shape[0] >= 3 else d.min(axis=0)
+    if d.shape[0] >= 3:
+        dev = np.median(d, axis=0)
+    else:  # isolated disagreements (noise) would stand: a 3 x 3 median removes them
+        padded = np.pad(d.min(axis=0), ((1, 1), (0, 0)), mode="edge")  # radius: no wrap
+        dev = ndimage.median_filter(padded, size=3, mode="wrap")[1:-1]  # angle: wraps
     dev = np.where(inside, dev, 0.0).astype(np.float32)
     # back to the working grid (the angle wraps round)
     yy, xx = np.mgrid[0:GRID, 0:GRID].astype(np.float32)
@@ -230,6 +317,18 @@ def deviation(image, sym: Symmetry, foreground: Optional[np.ndarray] = None) -> 
     if fg_work is not None:
         out[~fg_work] = 0.0
     return out.astype(np.float32)
+
+
+def _envelope_distance(p: np.ndarray, moves) -> np.ndarray:
+    """(K, C, R, A): how far p (C, R, A) lies outside the envelope of each moved copy of
+    itself (`moves`: functions of a polar array). One sample of tolerance in radius and angle
+    (turns are fractional, outlines and edges sampled on a grid): the envelope of the moved
+    image is the moved envelope."""
+    modes = ("nearest", "nearest", "wrap")
+    hi = ndimage.maximum_filter(p, size=(1, 3, 3), mode=modes)
+    lo = ndimage.minimum_filter(p, size=(1, 3, 3), mode=modes)
+    return np.stack([np.maximum(np.maximum(p - move(hi), move(lo) - p), 0.0)
+                     for move in moves])
 
 
 def to_image(work_map: np.ndarray, shape) -> np.ndarray:

@@ -53,8 +53,9 @@ def _offline_args(p: argparse.ArgumentParser) -> None:
                    help="also score each part against its own surface (default: the "
                         "detector's own, auto: streams of surfaces)")
     p.add_argument("--symmetry", choices=("auto", "off"), default=None,
-                   help="also compare each part with itself turned by its rotational symmetry "
-                        "(default: the detector's own, auto: streams of symmetric parts)")
+                   help="also compare each part with itself turned or mirrored by its own "
+                        "symmetry (default: the detector's own, auto: streams of symmetric "
+                        "parts)")
     p.add_argument("--limit-samples", type=int, default=0,
                    help="with --references: also teach L known-defective parts per category "
                         "and draw (excluded from scoring), as a cell keeps limit samples")

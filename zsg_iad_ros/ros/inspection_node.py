@@ -195,8 +195,8 @@ class InspectionNode(Node):
                     self.get_logger().warning(f"stream '{stream}': aligned comparison {status}")
                 if detector.symmetry_compared(stream):
                     self.get_logger().info(
-                        f"stream '{stream}': parts rotationally symmetric, each also compared "
-                        f"with itself turned by its pitch")
+                        f"stream '{stream}': parts symmetric, each also compared with itself "
+                        f"turned by its pitch or mirrored across its axis")
             if config.target_miss_rate is not None:
                 for stream in sorted(set(good) - set(defective)):
                     self.get_logger().warning(

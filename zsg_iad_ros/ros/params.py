@@ -138,10 +138,11 @@ INSPECTION_PARAMS = (
               True, choices=("auto", "on", "off")),
     ParamSpec("symmetry", "auto",
               "also compare each part with itself turned by its own rotational symmetry (a "
-              "gear by one tooth pitch), calibrated apart and fused with each modality's score;"
-              " needs no reference of the part's design: auto (pixel-registered streams whose "
-              "parts are rotationally symmetric, judged from the references or the first "
-              "parts), off; about 0.05-0.1 s more per symmetric part on 2 CPU cores",
+              "gear by one tooth pitch) or, with a depth image, mirrored across its own axis "
+              "(a capsule), calibrated apart and fused with each modality's score; needs no "
+              "reference of the part's design: auto (pixel-registered streams whose parts are "
+              "symmetric, judged from the references or the first parts), off; about "
+              "0.03-0.1 s more per symmetric part on 2 CPU cores",
               True, choices=("auto", "off")),
     # outputs
     ParamSpec("publish_overlay", True, "publish inspection/overlay (rgb8)"),
