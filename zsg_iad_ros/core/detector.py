@@ -773,8 +773,8 @@ class Detector:
         return out, frame_foreground(rgb=colour)
 
     def _symmetry_wanted(self, frame: Frame) -> bool:
-        """Whether the part is compared with itself turned (`symmetry`): pixel-registered
-        frames of a stream not found to be of asymmetric parts."""
+        """Whether the part is compared with itself turned or mirrored (`symmetry`):
+        pixel-registered frames of a stream not found to be of asymmetric parts."""
         return (self.config.symmetry == "auto" and frame.registered
                 and self._symmetric.get(frame.stream) is not False)
 

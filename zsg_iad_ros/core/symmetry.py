@@ -204,15 +204,16 @@ def _mirror_axes(fpolar: np.ndarray, radii: np.ndarray) -> Tuple[List[int], floa
     return axes, min(exact) if exact else 1.0
 
 
-def _content_mismatch(height: np.ndarray, centre, radius: int, inside: np.ndarray,
-                      s: int) -> float:
-    """Mean distance of the height map (GRID, GRID) outside its envelope mirrored across axis
-    s, in units of its span on the part (`inside`, polar)."""
-    p = _polar(height[None], centre, radius)
-    d = _envelope_distance(p, [lambda q: _mirrored(q, s)])[0, 0]
-    vals = p[0][inside]
-    span = float(np.percentile(vals, 95) - np.percentile(vals, 5)) + 1e-12
-    return float(d[inside].mean()) / span
+def _span(vals: np.ndarray) -> np.ndarray:
+    """(C, N) channel values on the part -> (C,) their span (5th to 95th percentile)."""
+    return np.percentile(vals, 95, axis=1) - np.percentile(vals, 5, axis=1) + 1e-12
+
+
+def _content_mismatch(hpolar: np.ndarray, inside: np.ndarray, s: int) -> float:
+    """Mean distance of the height map (1, R, A in polar coordinates) outside its envelope
+    mirrored across axis s, in units of its span on the part (`inside`, polar)."""
+    d = _envelope_distance(hpolar, [lambda q: _mirrored(q, s)])[0, 0]
+    return float(d[inside].mean() / _span(hpolar[:, inside])[0])
 
 
 def find_symmetry(foreground: np.ndarray, max_mismatch: float = MAX_MISMATCH,
@@ -246,8 +247,8 @@ def find_symmetry(foreground: np.ndarray, max_mismatch: float = MAX_MISMATCH,
     mismatch = _pitch_mismatch(polar, radii, order)
     if order < MIN_ORDER and height is not None:
         axes, outline = _mirror_axes(polar, radii)
-        h = _channels(height)[0]
-        content = min((_content_mismatch(h, centre, radius, polar > 0.5, s) for s in axes),
+        hpolar = _polar(_channels(height)[:1], centre, radius)
+        content = min((_content_mismatch(hpolar, polar > 0.5, s) for s in axes),
                       default=np.inf)
         if content <= max_content and outline <= max_mismatch:
             return Symmetry(centre, order, outline, radius, tuple(axes), content)
@@ -298,7 +299,7 @@ def deviation(image, sym: Symmetry, foreground: Optional[np.ndarray] = None) -> 
     else:
         # the channel's span on the part: under a mirror most of the part matches within the
         # envelope, so the typical difference would be the defect's own
-        typical = np.percentile(vals, 95, axis=1) - np.percentile(vals, 5, axis=1) + 1e-12
+        typical = _span(vals)
     d = np.sqrt(((d / typical[None, :, None, None]) ** 2).mean(axis=1))  # (K, R, A)
     if d.shape[0] >= 3:
         dev = np.median(d, axis=0)
