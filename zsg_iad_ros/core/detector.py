@@ -27,7 +27,7 @@ from .frame import (GEOMETRY, MODALITIES, RGB, SCAN_CURVATURE, SENSOR, SENSOR_TY
                     DefectRegion, Detection, Frame, Hypothesis)
 from .geometry import centroid_3d, geometry_maps, has_valid_point, scan_curvature_image
 from .prompts import UNKNOWN_TYPE, sentence_bank, state_prompts, type_fits_evidence
-from .registration import TEXTURE_THRESHOLD, texture_score
+from .registration import TEXTURE_THRESHOLD, as_hwc, texture_score
 
 __all__ = ["ModelLoadError", "DetectorConfig", "Detector"]
 
@@ -811,10 +811,9 @@ class Detector:
             # image is not compared under mirrors. Of the others, the intensity alone: the
             # band-pass channels beside it, scaled per image by their bulk, are mostly noise
             # on a part that matches its mirror image
-            out = {m: v[:1] for m, v in out.items() if m != RGB}
+            out = {m: _intensity(v) for m, v in out.items() if m != RGB}
         # a grey modality rendered as three equal channels is compared once
-        out = {m: v[:1] if v.shape[0] == 3 and bool((v[1:] == v[:1]).all()) else v
-               for m, v in out.items()}
+        out = {m: v[:1] if _grey_tensor(v) else v for m, v in out.items()}
         return symmetric, {m: sy.deviation(v, found, fg) for m, v in out.items()}, fg
 
     def _score_symmetry(self, state, frame, images, compared, cmaps, raw_scores,
@@ -1165,6 +1164,20 @@ def _rgb_array(frame: Frame) -> np.ndarray:
     if rgb.dtype != np.uint8:
         rgb = np.clip(np.nan_to_num(rgb.astype(np.float32)), 0, 1)
     return rgb
+
+
+def _intensity(image):
+    """The first channel of a comparison image, as a one-channel image of the same layout:
+    (C, H, W) tensors, (H, W) or (H, W, C) arrays (the height map is an (H, W) array)."""
+    if isinstance(image, torch.Tensor):
+        return image[:1]
+    return as_hwc(image)[..., :1]
+
+
+def _grey_tensor(image) -> bool:
+    """Whether a comparison image is a (3, H, W) tensor of three equal channels."""
+    return (isinstance(image, torch.Tensor) and image.shape[0] == 3
+            and bool((image[1:] == image[:1]).all()))
 
 
 def _surface_image(frame: Frame) -> Optional[np.ndarray]:

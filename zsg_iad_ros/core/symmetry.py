@@ -38,6 +38,7 @@ symmetry (about 10 ms more for mirror axes) and 10 ms per modality.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -276,11 +277,18 @@ def deviation(image, sym: Symmetry, foreground: Optional[np.ndarray] = None) -> 
     symmetry, in units of the channel's typical difference (under mirrors: of its span); 0
     outside the part (`foreground`, (H, W) bool of the image; None: within the symmetry's
     radius). `to_image` brings it back to the image."""
-    ch = _channels(image)
-    p = _polar(ch, sym.centre, sym.radius)  # (C, R, A)
-    fg_work = None
-    if foreground is not None:
-        fg_work = _work_mask(foreground)
+    a = as_hwc(image)
+    fg_work = None if foreground is None else _work_mask(foreground)
+    # the image sits in the working grid's top-left corner: the part must lie within it (an
+    # (H, W) map sliced as if it were (C, H, W) is one row of pixels)
+    h, w = a.shape[:2]
+    f = max(h, w) / GRID
+    if fg_work is not None and (fg_work[math.ceil(h / f):].any()
+                                or fg_work[:, math.ceil(w / f):].any()):
+        raise ValueError(f"the part's foreground lies outside the {h} x {w} px image (an (H, W) "
+                         "map taken for a (C, H, W) one?)")
+    p = _polar(_channels(a), sym.centre, sym.radius)  # (C, R, A)
+    if fg_work is not None:
         inside = _polar(fg_work.astype(np.float32)[None], sym.centre, sym.radius,
                         cval=0.0)[0] > 0.5
     else:
