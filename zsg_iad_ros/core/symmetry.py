@@ -282,7 +282,7 @@ def deviation(image, sym: Symmetry, foreground: Optional[np.ndarray] = None) -> 
     # the image sits in the working grid's top-left corner: the part must lie within it (an
     # (H, W) map sliced as if it were (C, H, W) is one row of pixels)
     h, w = a.shape[:2]
-    f = max(h, w) / GRID
+    f, _ = work_grid((h, w), GRID)
     if fg_work is not None and (fg_work[math.ceil(h / f):].any()
                                 or fg_work[:, math.ceil(w / f):].any()):
         raise ValueError(f"the part's foreground lies outside the {h} x {w} px image (an (H, W) "
