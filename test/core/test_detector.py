@@ -128,13 +128,57 @@ def test_3d_location_follows_a_turned_part(taught, angle):
 
 
 def test_part_score_is_the_documented_fusion_of_modality_scores(taught):
+    """Stouffer over the feature views (RGB has two by default: the ImageNet network's and the
+    patch statistics'), the two views' sum divided by its deviation on normal parts, taken
+    from their correlation over the references' scores; a modality's reported score is its
+    views' sum so divided."""
     from zsg_iad_ros.core import scoring as sc
+    assert taught.views == {"rgb": ["rgb+patchstats"]}
     frame, _ = plant(generate_sample(CAT, "good", 7).frame, "sensor")
+    scored = taught._score(taught._validate(frame), {})
     r = taught.detect(frame, update_memory=False)
-    c = [sc.unsquash(v) for v in r.modality_scores.values()]
+    c = {m: sc.unsquash(v) for m, v in r.modality_scores.items()}
     assert len(c) == 3
-    assert r.pred_score == pytest.approx(sc.squash(sum(c) / np.sqrt(3)), abs=1e-6)
+    state = taught._streams[frame.stream]
+    cal = [state[k].taught.scores for k in ("rgb", "rgb+patchstats")]
+    assert len(cal[0]) == len(cal[1]) == 16  # 4 references x 4 orientations, in one order
+    w = np.sqrt(2 + 2 * float(np.clip(np.corrcoef(cal)[0, 1], 0, 1)))
+    views = scored["cscores"]["rgb"] + scored["views"]["rgb+patchstats"]
+    assert c["rgb"] == pytest.approx(views / w, abs=1e-4)
+    fused = (views + c["sensor"] + c["geometry"]) / np.sqrt(w * w + 2)
+    assert r.pred_score == pytest.approx(sc.squash(fused), abs=1e-5)
     assert r.threshold == pytest.approx(sc.squash(sc.calibrated_threshold(0.05, 1)))
+
+
+def test_feature_views_are_left_out_where_parts_are_scored_against_their_own_surface(
+        detector_factory):
+    """With the own-image score on (surfaces), RGB's patch-statistics view is not scored: the
+    part's score is Stouffer's over the three modalities alone, and a planted defect is still
+    found where it was planted."""
+    from zsg_iad_ros.core import scoring as sc
+    det = detector_factory(grounding=False, intra_image="on")
+    det.teach([generate_sample(CAT_RGB, "good", s).frame for s in REF_SEEDS])
+    frame, mask = plant(generate_sample(CAT_RGB, "good", 7).frame, "rgb")
+    r = det.detect(frame, update_memory=False)
+    c = [sc.unsquash(v) for v in r.modality_scores.values()]
+    assert r.pred_score == pytest.approx(sc.squash(sum(c) / np.sqrt(3)), abs=1e-5)
+    assert found_where_planted(r, mask)
+    assert not det.detect(generate_sample(CAT_RGB, "good", 14).frame).is_anomalous
+
+
+def test_backbone_spec_joins_feature_views(detector_factory):
+    det = detector_factory(grounding=False, backbone="patchstats+builtin",
+                           modalities=("rgb", "sensor"))
+    assert det.views == {"rgb": ["rgb+builtin"], "sensor": ["sensor+builtin"]}
+    frame = generate_sample(CAT, "good", 7).frame
+    det.teach([generate_sample(CAT, "good", s).frame for s in REF_SEEDS])
+    r = det.detect(frame, update_memory=False)
+    assert set(r.modality_scores) == {"rgb", "sensor"} and not r.is_anomalous
+    state = det._streams[frame.stream]
+    assert state["rgb+builtin"].taught is not None and state["rgb+builtin"].pinned
+    for bad in ("patchstats+", "patchstats+patchstats"):
+        with pytest.raises(ValueError, match="joins"):
+            detector_factory(grounding=False, backbone=bad)
 
 
 def test_max_fusion_scores_the_highest_modality(detector_factory):
@@ -144,7 +188,8 @@ def test_max_fusion_scores_the_highest_modality(detector_factory):
     r = det.detect(frame, update_memory=False)
     from zsg_iad_ros.core import scoring as sc
     assert r.pred_score == pytest.approx(max(r.modality_scores.values()), abs=1e-6)
-    assert r.threshold == pytest.approx(sc.squash(sc.calibrated_threshold(0.05, 3, "max")))
+    terms = 3 + sum(len(v) for v in det.views.values())  # Bonferroni over the feature views
+    assert r.threshold == pytest.approx(sc.squash(sc.calibrated_threshold(0.05, terms, "max")))
     assert found_where_planted(r, mask)
 
 

@@ -34,8 +34,14 @@ __all__ = ["ModelLoadError", "DetectorConfig", "Detector"]
 GROUNDING_WEIGHTS = WEIGHTS_DIR / "grounding.safetensors"
 
 #: Feature extractor per modality for backbone='auto', chosen by measurement on the development
-#: data (table in docs/DETECTOR.md, "Features per modality").
-MODALITY_BACKBONES = {RGB: "mobilenetv2", SENSOR: "patchstats", GEOMETRY: "patchstats"}
+#: data (table in docs/DETECTOR.md, "Features per modality"). Extractors joined by VIEW are
+#: feature views of one image, each with its own memory and calibration and each a vote in the
+#: fusion, discounted by how much the views agree (`_combine_views`): the first gives the
+#: modality's maps, the others only add their image score.
+MODALITY_BACKBONES = {RGB: "mobilenetv2+patchstats", SENSOR: "patchstats", GEOMETRY: "patchstats"}
+#: joins the extractors of a modality's feature views in a backbone spec; a further view's key
+#: in the stream state is "<modality>+<extractor>"
+VIEW = "+"
 #: key of the height map (`GeometryMaps.height`) among a frame's modality images: not a
 #: modality of its own, the geometry as the aligned comparison sees it
 HEIGHT = "geometry:height"
@@ -53,7 +59,8 @@ MASK_FALSE_ALARM_RATE = 0.01
 class DetectorConfig:
     #: feature extractor of every modality: 'auto' (per modality, MODALITY_BACKBONES) |
     #: 'mobilenetv2' | 'efficientnet_lite0' | 'dinov2_s_onnx' (ImageNet weights from packages) |
-    #: 'builtin' | 'patchstats' | transformers hub id | local checkpoint dir
+    #: 'builtin' | 'patchstats' | transformers hub id | local checkpoint dir; several joined by
+    #: '+' (e.g. 'mobilenetv2+patchstats') are feature views of one image, each a fusion term
     backbone: str = "auto"
     #: per-modality overrides of `backbone`, e.g. {"sensor": "patchstats"}
     modality_backbones: Optional[Dict[str, str]] = None
@@ -197,6 +204,11 @@ class Detector:
         self.config.validate()
         self.device = select_device(self.config.device)
         self.backbones = self._load_backbones()
+        #: modality -> the keys of its further feature views (VIEW in its backbone spec)
+        self.views: Dict[str, List[str]] = {}
+        for key in self.backbones:
+            if key not in MODALITIES:
+                self.views.setdefault(_modality(key), []).append(key)
         # the RGB modality's extractor (language scores and text tower come from it)
         self.backbone = self.backbones.get(RGB) or next(iter(self.backbones.values()))
         ids = {m: b.model_id for m, b in self.backbones.items()}
@@ -253,11 +265,20 @@ class Detector:
         return float(cfg.get("grounding_weight", 0.5))
 
     def _load_backbones(self) -> dict:
-        """{modality: backbone} for the configured modalities; one instance per distinct spec."""
+        """{modality: backbone} for the configured modalities, and {"<modality>+<spec>":
+        backbone} for each further feature view; one instance per distinct spec."""
         specs = {}
         for m in self.config.modalities:
             spec = (self.config.modality_backbones or {}).get(m, self.config.backbone)
-            specs[m] = MODALITY_BACKBONES[m] if spec == "auto" else spec
+            spec = MODALITY_BACKBONES[m] if spec == "auto" else spec
+            # a local checkpoint whose path holds a '+' is one extractor
+            parts = [spec] if Path(spec).expanduser().exists() else spec.split(VIEW)
+            if not all(parts) or len(set(parts)) != len(parts):
+                raise ValueError(f"backbone of {m!r}: {spec!r} joins empty or repeated "
+                                 f"extractors with {VIEW!r}")
+            specs[m] = parts[0]
+            for extra in parts[1:]:
+                specs[m + VIEW + extra] = extra
         loaded: dict = {}
         for spec in dict.fromkeys(specs.values()):
             loaded[spec] = load_backbone(spec, self.device)
@@ -310,7 +331,11 @@ class Detector:
         samples) and false_alarm_rate (the nominal false-alarm rate at the threshold: the
         target, or more where the threshold was lowered). A fixed threshold, when one is set,
         is not reflected here."""
-        n_mod, fusion = len(self.config.modalities), self.config.fusion
+        # the fusion's terms: every modality's feature views (one where parts are also scored
+        # against their own surface, see _score)
+        modalities = self.config.modalities
+        n_mod = len(modalities if self.own_image_scored(stream) else self._keys(modalities))
+        fusion = self.config.fusion
         far = sc.squash(sc.calibrated_threshold(self.config.target_false_alarm_rate, n_mod,
                                                 fusion))
         limits = self._limit_scores.get(stream, [])
@@ -356,7 +381,7 @@ class Detector:
         feats = [r for _, r in rendered]
         self.reset(stream)
         state = self._stream(stream)
-        for m in self.config.modalities:
+        for m in self._keys(self.config.modalities):
             have = [[fr[m] for fr in fi] for fi in feats if m in fi[0]]
             if not have:
                 continue
@@ -365,7 +390,7 @@ class Detector:
             st.pinned = [e for ki in kept for e in ki]
             st.taught = self._leave_one_out_stats(have, kept)
             st.raw_scores.clear()
-            if self.config.intra_image == "on":  # each reference against its own patches
+            if self.config.intra_image == "on" and m in MODALITIES:  # each reference alone
                 own = [sc.inner(sc.intra_image_score(fi[0]), self.config.score_margin)
                        for fi in have]
                 state[m + INTRA] = sc.ModalityState(memory=deque(),
@@ -506,14 +531,15 @@ class Detector:
         return images, out
 
     def _extract(self, images: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """{modality: (C, h, w) features} of modality images, one batch per backbone, each patch
-        averaged with its 3 x 3 neighbours."""
+        """{modality or view key: (C, h, w) features} of modality images, one batch per
+        backbone, each patch averaged with its 3 x 3 neighbours."""
         groups: Dict[int, list] = {}
-        for m in (m for m in images if m in self.backbones):
-            groups.setdefault(id(self.backbones[m]), []).append(m)
+        for key, backbone in self.backbones.items():
+            if _modality(key) in images:
+                groups.setdefault(id(backbone), []).append(key)
         feats = {}
         for names in groups.values():
-            batch = torch.stack([images[m].to(self.device) for m in names])
+            batch = torch.stack([images[_modality(k)].to(self.device) for k in names])
             f = sc.local_aggregate(self.backbones[names[0]].features(batch).float(), 3)
             feats.update({m: f[i] for i, m in enumerate(names)})
         return feats
@@ -527,9 +553,13 @@ class Detector:
     # ---------------------------------------------------------------------------------------
     def _stream(self, stream: str) -> Dict[str, sc.ModalityState]:
         if stream not in self._streams:
-            self._streams[stream] = {m: sc.ModalityState(memory=deque(
-                maxlen=self.config.memory_size)) for m in MODALITIES}
+            self._streams[stream] = {k: sc.ModalityState(memory=deque(
+                maxlen=self.config.memory_size)) for k in self._keys(MODALITIES)}
         return self._streams[stream]
+
+    def _keys(self, modalities) -> List[str]:
+        """The modalities and, after each, the keys of its further feature views."""
+        return [k for m in modalities for k in [m] + self.views.get(m, [])]
 
     @staticmethod
     def _validate(frame: Frame) -> Frame:
@@ -615,9 +645,11 @@ class Detector:
         """Features and calibrated per-modality maps of a frame (memory is not touched).
 
         Returns a dict: used (modalities), feats, images, cmaps (modality -> (h, w) calibrated
-        map c), cscores (modality -> c), sources (every calibrated score apart: each
-        modality's feature memory's and, where they run, its own-image score's, its
-        self-comparison's and its variation model's),
+        map c), cscores (modality -> c of its first view), views (further feature view key ->
+        c), by_modality and weights (modality -> c of all its views and its weight in
+        Stouffer's sum, `_combine_views`), sources (every
+        calibrated score apart: each modality's feature memory's, its further views' and, where
+        they run, its own-image score's, its self-comparison's and its variation model's),
         raw (modality -> (raw image score, spread)), confident (bool), symmetric (whether the
         part is symmetric; None where the self-comparison did not look)."""
         feats, images = self._features(frame, timings)
@@ -629,7 +661,13 @@ class Detector:
         raw_scores: Dict[str, tuple] = {}
         confident = True
         cold = set()  # modalities with no memory yet
-        for m in used:
+        calibration: Dict[str, tuple] = {}  # key -> the normal scores calibrating its score
+        own = self.own_image_scored(frame.stream)
+        # Further feature views are left out where the parts are also scored against their own
+        # surface: on a texture that fills the view the patch statistics' view drowned the
+        # network's (magnetic tiles, docs/DETECTOR.md "Features per modality").
+        keys = used if own else self._keys(used)
+        for m in keys:
             f = feats[m]
             C, h, w = f.shape
             st = state[m]
@@ -665,8 +703,12 @@ class Detector:
                 cscores[m] = float(sc.topk_mean(sc.inner(cmap, margin)))
             else:
                 cscores[m] = (raw_scores[m][0] - stats.loc) / stats.scale
-        sources = list(cscores.values())
-        own = self.own_image_scored(frame.stream)
+            calibration[m] = stats.scores
+        # a further view adds its image score only; the modality's maps are its first view's
+        views = {k: cscores.pop(k) for k in keys if k not in MODALITIES}
+        for k in views:
+            cmaps.pop(k)
+        sources = list(cscores.values()) + list(views.values())
         if own is not False:  # undecided: scored for the history only
             found = self._score_intra(state, feats, [m for m in used if m not in cold],
                                       raw_scores)
@@ -689,7 +731,11 @@ class Detector:
         if in_register:
             sources += self._score_aligned(self._aligned[frame.stream], compared, cmaps,
                                            cscores, timings)
-        return dict(used=used, feats=feats, images=images, cmaps=cmaps, cscores=cscores,
+        combined = {m: self._combine_views(m, cscores, views, calibration) for m in cscores}
+        by_modality = {m: c for m, (c, _) in combined.items()}
+        weights = {m: w for m, (_, w) in combined.items()}
+        return dict(used=used, keys=keys, feats=feats, images=images, cmaps=cmaps,
+                    cscores=cscores, views=views, by_modality=by_modality, weights=weights,
                     sources=sources, raw=raw_scores, confident=confident, symmetric=symmetric)
 
     def own_image_scored(self, stream: str = "default") -> Optional[bool]:
@@ -952,12 +998,16 @@ class Detector:
             return self._finish(det, frame, timings, t_start)
         t0 = time.perf_counter()
         state = self._stream(frame.stream)
-        cmaps, cscores, raw_scores = scored["cmaps"], scored["cscores"], scored["raw"]
+        cmaps, raw_scores = scored["cmaps"], scored["raw"]
         confident = scored["confident"]
+        by_modality = scored["by_modality"]
         if self.config.fusion == "omnibus":
             c = sc.fuse(scored["sources"], "omnibus")
+        elif self.config.fusion == "stouffer":
+            c = sc.fuse([by_modality[m] for m in by_modality], "stouffer",
+                        weights=[scored["weights"][m] for m in by_modality])
         else:
-            c = sc.fuse(cscores.values(), self.config.fusion)
+            c = sc.fuse(by_modality.values(), self.config.fusion)
         pred_score = sc.squash(c)
         # Maps on the RGB grid, smoothed by a Gaussian of about half a patch.
         full = {m: self._upsample(cm, (H, W)) for m, cm in cmaps.items()}
@@ -1008,7 +1058,7 @@ class Detector:
         if update_memory:
             self._decide_surface(frame)
             self._decide_symmetry(frame, scored["symmetric"])
-            for m in used:
+            for m in scored["keys"]:
                 st = state[m]
                 for key in (m, m + INTRA, m + SYM):
                     if key in raw_scores and raw_scores[key][2]:
@@ -1026,11 +1076,26 @@ class Detector:
         timings["postprocess"] = (time.perf_counter() - t0) * 1e3
         det = Detection(anomaly_map=np.clip(amap, 0, 1), pred_mask=mask,
                         pred_score=float(pred_score), threshold=float(threshold),
-                        modality_scores={m: float(sc.squash(v)) for m, v in cscores.items()},
+                        modality_scores={m: float(sc.squash(v)) for m, v in by_modality.items()},
                         modalities_present=present, regions=regions, hypotheses=hyps,
                         modality_maps=modality_maps, timings_ms=timings,
                         model_id=self.model_id, confident=confident)
         return self._finish(det, frame, timings, t_start)
+
+    def _combine_views(self, m: str, cscores: Dict[str, float], views: Dict[str, float],
+                       calibration: Dict[str, tuple]) -> tuple:
+        """(c, weight) of modality m from its feature views' scores: under `fusion: max` their
+        maximum (weight 1); else their sum over its standard deviation on normal parts, from
+        the views' correlation on the normal scores that calibrate them
+        (`scoring.correlated_weight`), with that deviation as its weight in the part's Stouffer
+        sum. So every view is a vote, as in Stouffer's combination of dependent tests: two
+        views that agree on normal parts count about once, two that err apart about twice."""
+        keys = [k for k in self.views.get(m, []) if k in views]
+        terms = [cscores[m]] + [views[k] for k in keys]
+        if self.config.fusion == "max":
+            return max(terms), 1.0
+        w = sc.correlated_weight([calibration.get(k, ()) for k in [m] + keys], len(terms))
+        return sum(terms) / w, w
 
     def _mask_threshold(self, threshold: float, peak: float) -> float:
         """Pixel threshold of the mask of a flagged part. A lenient part-level operating point
@@ -1137,6 +1202,11 @@ class Detector:
         timings["report"] = (time.perf_counter() - t0) * 1e3
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         return det
+
+
+def _modality(key: str) -> str:
+    """The modality of a feature view's key ("rgb+patchstats" -> "rgb")."""
+    return key.split(VIEW, 1)[0]
 
 
 def _fold_map(cmaps: Dict[str, torch.Tensor], m: str, dev: np.ndarray, stats) -> None:

@@ -199,10 +199,13 @@ def topk_mean(x: torch.Tensor, frac: float = 0.003) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class ScoreStats:
-    """Image-level calibration: c = (s - loc) / scale, normal parts ~ N(0, 1)."""
+    """Image-level calibration: c = (s - loc) / scale, normal parts ~ N(0, 1). `scores`: the
+    normal scores it was estimated from, in the order they were computed (empty when it was
+    not estimated from scores)."""
 
     loc: float
     scale: float
+    scores: tuple = ()
 
     @staticmethod
     def of_scores(scores, spread: float = 0.0, min_rel_scale: float = 0.05,
@@ -228,7 +231,25 @@ class ScoreStats:
         scale = max(mad, min_rel_scale * abs(loc), SPREAD_FLOOR * spread, min_abs_scale)
         if quantile is not None:
             scale *= small_sample_factor(n_independent or len(s), quantile)
-        return ScoreStats(loc, scale)
+        return ScoreStats(loc, scale, tuple(float(v) for v in s))
+
+
+def correlated_weight(calibration, k: int) -> float:
+    """sqrt(sum of the correlation matrix) of k calibrated scores that may be correlated
+    (feature views of one image): the standard deviation of their sum on normal parts, so
+    sum(c) / weight is ~N(0, 1) whatever the correlation (Stouffer's combination of dependent
+    tests; written here: scipy's combine_pvalues assumes independent ones). The correlations
+    are those of the normal scores in `calibration` (one sequence per score, computed on the
+    same parts in the same order), clipped to [0, 1]; without 3 such scores each, or where one
+    is constant, they count as 1 (weight k: the sum becomes the mean, never wider than
+    N(0, 1))."""
+    rho = np.ones((k, k))
+    if calibration is not None and k > 1:
+        cal = [np.asarray(s, dtype=np.float64) for s in calibration]
+        n = {s.size for s in cal}
+        if len(cal) == k and len(n) == 1 and n.pop() >= 3 and all(np.ptp(s) > 0 for s in cal):
+            rho = np.clip(np.corrcoef(np.stack(cal)), 0.0, 1.0)
+    return float(math.sqrt(rho.sum()))
 
 
 def small_sample_factor(n: int, quantile: float) -> float:
@@ -249,7 +270,7 @@ FUSIONS = ("stouffer", "max", "omnibus")
 OMNIBUS_FLOOR = -5.0
 
 
-def fuse(values, fusion: str = "stouffer"):
+def fuse(values, fusion: str = "stouffer", weights=None):
     """Fused calibrated score of per-modality c values (floats, or maps of one shape).
 
     'stouffer': sum(c) / sqrt(n), ~N(0, 1) when each c is and the modalities' noise is
@@ -261,7 +282,8 @@ def fuse(values, fusion: str = "stouffer"):
     numpy arrays, not torch maps): whichever of the two is more significant, each as a p-value
     (the max's with a Bonferroni factor n) and the smaller doubled (Bonferroni over the two
     tests), back on the N(0, 1) scale: a defect that one score out of many sees clearly is not
-    averaged away, and the false-alarm rate stays at most the nominal one."""
+    averaged away, and the false-alarm rate stays at most the nominal one. `weights`
+    (Stouffer's only): sum(w c) / sqrt(sum(w^2)), still ~N(0, 1)."""
     values = list(values)
     if not values:
         raise ValueError("fuse needs at least one modality score")
@@ -270,6 +292,11 @@ def fuse(values, fusion: str = "stouffer"):
             return torch.stack(values).amax(0)
         return np.max(values, axis=0)
     if fusion == "stouffer":
+        if weights is not None:
+            w = [float(x) for x in weights]
+            if len(w) != len(values) or min(w) <= 0:
+                raise ValueError("fuse needs one positive weight per score")
+            return sum(wi * v for wi, v in zip(w, values)) / math.sqrt(sum(x * x for x in w))
         return sum(values[1:], values[0]) / math.sqrt(len(values))
     if fusion == "omnibus":
         if isinstance(values[0], torch.Tensor):

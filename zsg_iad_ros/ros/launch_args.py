@@ -75,7 +75,8 @@ LAUNCH_ARGUMENTS = (
                    parameter="device"),
     LaunchArgument("backbone", "feature backbone: auto (per modality), mobilenetv2, "
                    "efficientnet_lite0, dinov2_s_onnx, builtin, patchstats, a transformers hub id "
-                   "or a local checkpoint directory (file: auto)", parameter="backbone"),
+                   "or a local checkpoint directory, or several joined by + (file: auto)",
+                   parameter="backbone"),
     LaunchArgument("reference_path", "bag of known-good parts taught at start, with the "
                    "limit samples (known-defective parts) for target_miss_rate (file: none)",
                    parameter="reference_path"),
