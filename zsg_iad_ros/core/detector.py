@@ -519,7 +519,7 @@ class Detector:
     def _rotated_features(self, frame: Frame, n_rot: int) -> tuple:
         """(the frame's modality images, [their features rotated by k * 360 / n_rot
         degrees])."""
-        _, images = self._features(frame, {})
+        images = self._images(frame, {})
         out = []
         for k in range(n_rot):
             if k == 0:
@@ -530,12 +530,13 @@ class Detector:
             out.append(self._extract(rot))
         return images, out
 
-    def _extract(self, images: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """{modality or view key: (C, h, w) features} of modality images, one batch per
-        backbone, each patch averaged with its 3 x 3 neighbours."""
+    def _extract(self, images: Dict[str, torch.Tensor], views: bool = True
+                 ) -> Dict[str, torch.Tensor]:
+        """{modality or view key: (C, h, w) features} of modality images (further views only
+        with `views`), one batch per backbone, each patch averaged with its 3 x 3 neighbours."""
         groups: Dict[int, list] = {}
         for key, backbone in self.backbones.items():
-            if _modality(key) in images:
+            if _modality(key) in images and (views or key in MODALITIES):
                 groups.setdefault(id(backbone), []).append(key)
         feats = {}
         for names in groups.values():
@@ -634,7 +635,9 @@ class Detector:
     def _features(self, frame: Frame, timings: dict):
         images = self._images(frame, timings)
         t0 = time.perf_counter()
-        feats = self._extract(images) if images else {}
+        # a stream scored against its own surfaces does not use further views (see _score)
+        views = not self.own_image_scored(frame.stream)
+        feats = self._extract(images, views) if images else {}
         if self._language is not None and RGB in images:
             emb = self.backbone.patch_embeddings(images[RGB][None].to(self.device))[0]
             feats["rgb:language"] = sc.language_map(emb, *self._language)
