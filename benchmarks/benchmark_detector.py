@@ -415,8 +415,14 @@ def comparison_table(results: dict, backbones) -> str:
                          + f" | {cell(ratio)} |")
         cf = (results.get(f"{run}@{backbones[0]}") or {}).get("baselines", {}).get(
             "content-free map")
-        if cf:  # where the part is, nothing about defects: the floor of the pixel metrics
-            lines.append(f"| {run} | content-free map (blurred grey, {cf['polarity']}) | | "
+        if cf:  # where the part is and how bright, nothing about defects: the floor of the
+            # pixel metrics, and (image AUROC) what the capture conditions alone separate
+            per_cat = cf.get("per_category", {})
+            mean = (np.mean([float(v["image_auroc"]) for v in per_cat.values()])
+                    if per_cat else float("nan"))
+            lines.append(f"| {run} | content-free map (blurred grey, {cf['polarity']}; frame "
+                         f"brightness, {cf['image_polarity']}) | {cell(cf['image_auroc'])} "
+                         f"({cell(mean)}) | "
                          + " | ".join(cell(cf[k]) for k in keys[1:5]) + " | | | |")
     return "\n".join(lines)
 

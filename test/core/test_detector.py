@@ -128,18 +128,36 @@ def test_3d_location_follows_a_turned_part(taught, angle):
 
 
 def test_part_score_is_the_documented_fusion_of_modality_scores(taught):
-    """Stouffer over the feature views (RGB has two by default: the ImageNet network's and the
-    patch statistics'), the two views' sum divided by its deviation on normal parts, taken
-    from their correlation over the references' scores; a modality's reported score is its
-    views' sum so divided."""
+    """Stouffer's sum of the modalities' calibrated scores over sqrt(3): one feature view each
+    by default."""
     from zsg_iad_ros.core import scoring as sc
-    assert taught.views == {"rgb": ["rgb+patchstats"]}
+    assert taught.views == {}
     frame, _ = plant(generate_sample(CAT, "good", 7).frame, "sensor")
-    scored = taught._score(taught._validate(frame), {})
     r = taught.detect(frame, update_memory=False)
+    c = [sc.unsquash(v) for v in r.modality_scores.values()]
+    assert len(c) == 3
+    assert r.pred_score == pytest.approx(sc.squash(sum(c) / np.sqrt(3)), abs=1e-5)
+    assert r.threshold == pytest.approx(sc.squash(sc.calibrated_threshold(0.05, 1)))
+
+
+RGB_VIEWS = {"rgb": "mobilenetv2+patchstats"}
+
+
+def test_feature_views_are_votes_discounted_by_their_agreement(detector_factory):
+    """With two feature views of RGB (network and patch statistics), each view is a vote in
+    Stouffer's sum: the two views' sum divided by its deviation on normal parts, taken from
+    their correlation over the references' scores; the modality's reported score is that
+    quotient, and the threshold counts both views' terms."""
+    from zsg_iad_ros.core import scoring as sc
+    det = detector_factory(grounding=False, modality_backbones=RGB_VIEWS)
+    assert det.views == {"rgb": ["rgb+patchstats"]}
+    det.teach([generate_sample(CAT, "good", s).frame for s in REF_SEEDS])
+    frame, mask = plant(generate_sample(CAT, "good", 7).frame, "sensor")
+    scored = det._score(det._validate(frame), {})
+    r = det.detect(frame, update_memory=False)
     c = {m: sc.unsquash(v) for m, v in r.modality_scores.items()}
     assert len(c) == 3
-    state = taught._streams[frame.stream]
+    state = det._streams[frame.stream]
     cal = [state[k].taught.scores for k in ("rgb", "rgb+patchstats")]
     assert len(cal[0]) == len(cal[1]) == 16  # 4 references x 4 orientations, in one order
     w = np.sqrt(2 + 2 * float(np.clip(np.corrcoef(cal)[0, 1], 0, 1)))
@@ -148,6 +166,7 @@ def test_part_score_is_the_documented_fusion_of_modality_scores(taught):
     fused = (views + c["sensor"] + c["geometry"]) / np.sqrt(w * w + 2)
     assert r.pred_score == pytest.approx(sc.squash(fused), abs=1e-5)
     assert r.threshold == pytest.approx(sc.squash(sc.calibrated_threshold(0.05, 1)))
+    assert found_where_planted(r, mask)
 
 
 def test_feature_views_are_left_out_where_parts_are_scored_against_their_own_surface(
@@ -156,7 +175,7 @@ def test_feature_views_are_left_out_where_parts_are_scored_against_their_own_sur
     part's score is Stouffer's over the three modalities alone, and a planted defect is still
     found where it was planted."""
     from zsg_iad_ros.core import scoring as sc
-    det = detector_factory(grounding=False, intra_image="on")
+    det = detector_factory(grounding=False, intra_image="on", modality_backbones=RGB_VIEWS)
     det.teach([generate_sample(CAT_RGB, "good", s).frame for s in REF_SEEDS])
     frame, mask = plant(generate_sample(CAT_RGB, "good", 7).frame, "rgb")
     r = det.detect(frame, update_memory=False)

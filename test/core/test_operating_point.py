@@ -42,10 +42,7 @@ def test_config_and_order_are_checked():
 
 @pytest.fixture(scope="module")
 def taught():
-    # The RGB modality with its network view alone: these parts (128 px gears of one design
-    # in any pose) were chosen for scores that the patch-statistics view moves with the pose.
-    det = Detector(DetectorConfig(device="cpu", target_miss_rate=0.2,
-                                  modality_backbones={"rgb": "mobilenetv2"}))
+    det = Detector(DetectorConfig(device="cpu", target_miss_rate=0.2))
     det.teach(_frames("good", range(100, 104)))
     return det
 

@@ -350,6 +350,29 @@ def test_content_free_baseline_picks_the_polarity_per_view():
     assert "per_category" not in strided and strided["polarity_fg"] == "dark"
 
 
+def test_content_free_baseline_scores_the_frames_brightness_per_image():
+    """The frame's brightness separates good from defective parts only where the capture
+    differs between them: defective parts shot under a brighter lamp (no defect in the image)
+    score image AUROC 1 in the bright polarity; the same frames at one exposure score 0.5."""
+    import dataclasses
+    from zsg_iad_ros.evaluation.baselines import content_free_metrics, describe
+    first = _baseline_samples()[0].frame
+    # every frame the first good one: nothing in the images tells the labels apart
+    same = [dataclasses.replace(s, frame=dataclasses.replace(first, rgb=first.rgb.copy()))
+            for s in _baseline_samples()]
+    m = content_free_metrics(same)
+    assert float(m["image_auroc"]) == 0.5
+    lamp = [dataclasses.replace(s, frame=dataclasses.replace(s.frame, rgb=np.clip(
+        s.frame.rgb * (1.3 if s.label else 1.0), 0, 255).astype(np.uint8))) for s in same]
+    m = content_free_metrics(lamp)
+    assert float(m["image_auroc"]) == 1.0 and m["image_polarity"] == "bright"
+    assert float(m["per_category"]["part"]["image_auroc"]) == 1.0
+    dark = [dataclasses.replace(s, frame=dataclasses.replace(s.frame, rgb=(
+        s.frame.rgb * (0.7 if s.label else 1.0)).astype(np.uint8))) for s in same]
+    assert content_free_metrics(dark)["image_polarity"] == "dark"
+    assert "frame brightness image AUROC 1.000 (bright)" in describe(m)
+
+
 def test_plots_name_the_draw_and_the_mean(monkeypatch, tmp_path):
     from zsg_iad_ros.evaluation import plots
     legends = {}

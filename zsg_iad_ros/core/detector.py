@@ -34,11 +34,13 @@ __all__ = ["ModelLoadError", "DetectorConfig", "Detector"]
 GROUNDING_WEIGHTS = WEIGHTS_DIR / "grounding.safetensors"
 
 #: Feature extractor per modality for backbone='auto', chosen by measurement on the development
-#: data (table in docs/DETECTOR.md, "Features per modality"). Extractors joined by VIEW are
-#: feature views of one image, each with its own memory and calibration and each a vote in the
-#: fusion, discounted by how much the views agree (`_combine_views`): the first gives the
-#: modality's maps, the others only add their image score.
-MODALITY_BACKBONES = {RGB: "mobilenetv2+patchstats", SENSOR: "patchstats", GEOMETRY: "patchstats"}
+#: data (table in docs/DETECTOR.md, "Features per modality"). A spec may join extractors by
+#: VIEW (e.g. "mobilenetv2+patchstats"): feature views of one image, each with its own memory
+#: and calibration and each a vote in the fusion, discounted by how much the views agree
+#: (`_combine_views`); the first gives the modality's maps, the others only add their image
+#: score. No default joins views: what RGB's patch-statistics view gained on the development
+#: data came from the frames' brightness, a capture artefact (docs/DETECTOR.md).
+MODALITY_BACKBONES = {RGB: "mobilenetv2", SENSOR: "patchstats", GEOMETRY: "patchstats"}
 #: joins the extractors of a modality's feature views in a backbone spec; a further view's key
 #: in the stream state is "<modality>+<extractor>"
 VIEW = "+"

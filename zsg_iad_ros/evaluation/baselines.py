@@ -2,8 +2,11 @@
 
 `content_free_metrics` scores the content-free map: the RGB image in grey, Gaussian-blurred
 and scaled to [0, 1] per image. It says where the part is and how bright it is, nothing about
-defects, so a pixel metric it scores well on measures the setting more than the detector. It
-is printed beside the detector's figures in the same run.
+defects, so a pixel metric it scores well on measures the setting more than the detector. Its
+image score is the frame's mean grey level: an image AUROC far from 0.5 says that good and
+defective parts were captured under different light or exposure (or that a defect type makes
+the whole frame brighter or darker), which any detector that sees absolute brightness can
+score without seeing a defect. Both are printed beside the detector's figures in the same run.
 """
 from __future__ import annotations
 
@@ -33,6 +36,23 @@ def content_free_map(rgb: np.ndarray, sigma: float = CONTENT_FREE_SIGMA,
     lo, hi = float(grey.min()), float(grey.max())
     out = (grey - lo) / (hi - lo) if hi > lo else np.zeros_like(grey)
     return (out if polarity == "bright" else 1.0 - out).astype(np.float32)
+
+
+def frame_brightness(rgb: np.ndarray) -> float:
+    """Mean grey level of a frame (H, W, 3) or (H, W): the content-free map's image score."""
+    img = np.asarray(rgb, dtype=np.float32)
+    return float(img.mean())
+
+
+def _image_metrics(items: List[tuple]) -> Dict[str, object]:
+    """Image AUROC of the frames' brightness (label, brightness) in the polarity that flatters
+    it, named beside it."""
+    labels = [y for y, _ in items]
+    per_pol = {"bright": M.image_auroc(labels, [b for _, b in items]),
+               "dark": M.image_auroc(labels, [-b for _, b in items])}
+    pol = max(POLARITIES, key=lambda p: -np.inf if np.isnan(float(per_pol[p]))
+              else float(per_pol[p]))
+    return {"image_auroc": per_pol[pol], "image_polarity": pol}
 
 
 def _scores(gts, maps, fgs) -> Dict[str, M.Metric]:
@@ -77,16 +97,22 @@ def content_free_metrics(samples: Iterable, pixel_stride: int = 1,
     Maps, ground truth and foregrounds are subsampled by `pixel_stride` as the offline
     evaluation does. Returns {"n_pixel_gt", "pixel_auroc", "aupro", "polarity",
     "pixel_auroc_fg", "aupro_fg", "polarity_fg", "fg_defect_coverage", "per_polarity":
-    {"bright": {...}, "dark": {...}}} with `Metric` values (whole-image figures for the
-    polarity with the better whole-image pixel AUROC, foreground figures for the one with the
-    better foreground pixel AUROC), plus "per_category": {category: the same} when asked.
+    {"bright": {...}, "dark": {...}}, "image_auroc", "image_polarity"} with `Metric` values
+    (whole-image figures for the polarity with the better whole-image pixel AUROC, foreground
+    figures for the one with the better foreground pixel AUROC; the image AUROC of the frames'
+    brightness, `frame_brightness`, over every sample with RGB, in its better polarity), plus
+    "per_category": {category: the same} when asked.
     """
     if pixel_stride < 1:
         raise ValueError("pixel_stride must be >= 1")
     s = slice(None, None, pixel_stride)
     by_cat: Dict[str, List[tuple]] = {}
+    frames: Dict[str, List[tuple]] = {}  # category -> (label, brightness) of every RGB frame
     for sample in samples:
         rgb = sample.frame.rgb
+        if rgb is not None:
+            frames.setdefault(sample.category, []).append(
+                (int(sample.label), frame_brightness(rgb)))
         if sample.gt_mask is None or rgb is None:
             continue
         gt = np.asarray(sample.gt_mask, dtype=bool)
@@ -96,18 +122,21 @@ def content_free_metrics(samples: Iterable, pixel_stride: int = 1,
         maps = {p: content_free_map(rgb, sigma, p)[s, s] for p in POLARITIES}
         by_cat.setdefault(sample.category, []).append(
             (gt[s, s], maps, part_foreground(rgb)[s, s]))
-    out = _metrics_of([x for items in by_cat.values() for x in items])
+    out = {**_metrics_of([x for items in by_cat.values() for x in items]),
+           **_image_metrics([x for items in frames.values() for x in items])}
     if per_category:
-        out["per_category"] = {c: _metrics_of(items) for c, items in sorted(by_cat.items())}
+        out["per_category"] = {c: {**_metrics_of(by_cat.get(c, [])),
+                                   **_image_metrics(frames[c])} for c in sorted(frames)}
     return out
 
 
 def describe(metrics: Dict[str, object]) -> str:
     """One line, e.g. "px AUROC 0.995 (bright), AUPRO 0.974; inside the part 0.700 (dark),
-    AUPRO 0.400"."""
+    AUPRO 0.400; frame brightness image AUROC 0.856 (bright)"."""
     def f(v) -> str:
         v = float(v)
         return "n/a" if np.isnan(v) else f"{v:.3f}"
     return (f"px AUROC {f(metrics['pixel_auroc'])} ({metrics['polarity']}), AUPRO "
             f"{f(metrics['aupro'])}; inside the part {f(metrics['pixel_auroc_fg'])} "
-            f"({metrics['polarity_fg']}), AUPRO {f(metrics['aupro_fg'])}")
+            f"({metrics['polarity_fg']}), AUPRO {f(metrics['aupro_fg'])}; frame brightness "
+            f"image AUROC {f(metrics['image_auroc'])} ({metrics['image_polarity']})")

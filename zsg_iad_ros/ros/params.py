@@ -85,8 +85,8 @@ INSPECTION_PARAMS = (
     ParamSpec("sensor_type", "thermal", "second sensor kind", True, choices=("thermal", "xray")),
     ParamSpec("device", "auto", "torch device: auto (CUDA when present), cpu, cuda, cuda:N", True),
     ParamSpec("backbone", "auto",
-              "feature backbone: auto (per modality: mobilenetv2+patchstats on RGB, patch "
-              "statistics on sensor and geometry), mobilenetv2, efficientnet_lite0, "
+              "feature backbone: auto (per modality: mobilenetv2 on RGB, patch statistics "
+              "on sensor and geometry), mobilenetv2, efficientnet_lite0, "
               "dinov2_s_onnx, builtin, patchstats, or a transformers checkpoint id / local "
               "path; several joined by + are feature views of one image, each a fusion term",
               True),
