@@ -1,8 +1,11 @@
-"""Real-sample loaders on the files in the shared data folder (skipped where absent)."""
+"""Real-sample loaders on the files in the shared data folder (skipped where absent), and the
+real-data evaluation on a folder in a dataset's layout."""
 import csv
+import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from zsg_iad_ros.data.bags import read_bag, write_bag
 from zsg_iad_ros.data.real import load_magnetic_tile, load_mulsen, real_data_root
@@ -75,3 +78,41 @@ def test_missing_root(tmp_path):
         load_mulsen(tmp_path / "nope")
     with pytest.raises(FileNotFoundError):
         load_magnetic_tile(tmp_path)
+
+
+def _tile_root(root, n=4):
+    """A magnetic-tile folder in the dataset's layout: n defect-free tiles and n with a dark
+    blowhole, the defective ones shot under a brighter lamp (a capture difference)."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:96, 0:96]
+    for cls, k in (("MT_Free", 0), ("MT_Blowhole", 1)):
+        (root / "images" / cls).mkdir(parents=True)
+        (root / "ground_truth" / cls).mkdir(parents=True)
+        for i in range(n):
+            grey = 110 + 8 * np.sin(x / 5.0) + rng.normal(0, 2, (96, 96))
+            hole = (y - 30 - 8 * i) ** 2 + (x - 50) ** 2 <= 25 if k else np.zeros((96, 96), bool)
+            grey[hole] = 40
+            grey *= 1.3 if k else 1.0
+            Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8)).save(
+                root / "images" / cls / f"t{i}.jpg", quality=95)
+            Image.fromarray((hole * 255).astype(np.uint8)).save(
+                root / "ground_truth" / cls / f"t{i}.png")
+
+
+def test_real_evaluation_prints_the_content_free_baseline_beside_the_detector(tmp_path):
+    """`zsg-evaluate real` scores the content-free map on the same parts: its pixel figures
+    and the image AUROC of the frames' brightness, which here separates the tiles by their
+    lamp alone (1.0, bright)."""
+    from zsg_iad_ros.evaluation.cli import main as cli_main
+    _tile_root(tmp_path / "tiles")
+    out = tmp_path / "out"
+    assert cli_main(["real", "--dataset", "magnetic_tile", "--root", str(tmp_path / "tiles"),
+                     "--out", str(out), "--device", "cpu", "--no-plots"]) == 0
+    data = json.loads((out / "metrics.json").read_text())
+    cf = data["baselines"]["content-free map"]
+    assert cf["image_auroc"] == 1.0 and cf["image_polarity"] == "bright"
+    assert 0.0 <= cf["pixel_auroc"] <= 1.0
+    assert data["configs"]["all"]["overall"]["n_samples"] == 8
+    summary = (out / "summary.md").read_text()
+    assert "| baseline: content-free map |" in summary
+    assert "img AUROC is the frame's mean brightness, bright frames" in summary

@@ -184,9 +184,13 @@ def _foreground_note(overall: dict, baselines: dict) -> List[str]:
              "defect pixels; where it is the whole image, fg equals the whole-image figure)."]
     for name, b in baselines.items():
         if "polarity" in b:
+            image = (f"; its img AUROC is the frame's mean brightness, {b['image_polarity']} "
+                     "frames scored anomalous: far from 0.5, brightness alone (the capture "
+                     "conditions, or defects that change the whole frame) tells good from "
+                     "defective parts" if "image_polarity" in b else "")
             lines.append(f"Baseline {name}: {b['polarity']} pixels scored anomalous over the "
                          f"whole image, {b.get('polarity_fg', b['polarity'])} inside the part "
-                         "(the better of the two each).")
+                         f"(the better of the two each){image}.")
     return lines + [""]
 
 
