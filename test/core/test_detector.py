@@ -147,7 +147,8 @@ def test_feature_views_are_votes_discounted_by_their_agreement(detector_factory)
     """With two feature views of RGB (network and patch statistics), each view is a vote in
     Stouffer's sum: the two views' sum divided by its deviation on normal parts, taken from
     their correlation over the references' scores; the modality's reported score is that
-    quotient, and the threshold counts both views' terms."""
+    quotient, the threshold stays Stouffer's, and a planted defect is found where it was
+    planted."""
     from zsg_iad_ros.core import scoring as sc
     det = detector_factory(grounding=False, modality_backbones=RGB_VIEWS)
     assert det.views == {"rgb": ["rgb+patchstats"]}
