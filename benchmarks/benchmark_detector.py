@@ -413,18 +413,27 @@ def comparison_table(results: dict, backbones) -> str:
             lines.append(f"| {run} | {bb} | {cell(o[keys[0]])} ({cell(cm.get(keys[0]))}) | "
                          + " | ".join(cell(o.get(k, float("nan"))) for k in keys[1:])
                          + f" | {cell(ratio)} |")
-        cf = (results.get(f"{run}@{backbones[0]}") or {}).get("baselines", {}).get(
-            "content-free map")
-        if cf:  # where the part is and how bright, nothing about defects: the floor of the
-            # pixel metrics, and (image AUROC) what the capture conditions alone separate
-            per_cat = cf.get("per_category", {})
-            mean = (np.mean([float(v["image_auroc"]) for v in per_cat.values()])
-                    if per_cat else float("nan"))
+        found = (results.get(f"{run}@{backbones[0]}") or {}).get("baselines", {})
+        # where the part is and how bright, nothing about defects: the floor of the pixel
+        # metrics, and (image AUROC) what the capture conditions alone separate
+        cf = found.get("content-free map")
+        if cf:
             lines.append(f"| {run} | content-free map (blurred grey, {cf['polarity']}; frame "
-                         f"brightness, {cf['image_polarity']}) | {cell(cf['image_auroc'])} "
-                         f"({cell(mean)}) | "
+                         f"brightness, {cf['image_polarity']}) | {_image_cell(cf)} | "
                          + " | ".join(cell(cf[k]) for k in keys[1:5]) + " | | | |")
+        sensor = found.get("thermal / X-ray brightness")
+        if sensor:
+            lines.append(f"| {run} | thermal / X-ray brightness ({sensor['image_polarity']}) | "
+                         f"{_image_cell(sensor)} |" + " |" * 7)
     return "\n".join(lines)
+
+
+def _image_cell(baseline: dict) -> str:
+    """"pooled (category mean)" image AUROC of a content-free baseline."""
+    per_cat = baseline.get("per_category", {})
+    mean = (np.mean([float(v["image_auroc"]) for v in per_cat.values()]) if per_cat
+            else float("nan"))
+    return f"{cell(baseline['image_auroc'])} ({cell(mean)})"
 
 
 def main(argv=None) -> int:
@@ -442,8 +451,8 @@ def main(argv=None) -> int:
                 samples = section_samples(section, args)
                 cf = None
                 if section in ("mulsen", "magnetic_tile"):
-                    from zsg_iad_ros.evaluation.baselines import content_free_metrics
-                    cf = content_free_metrics(samples, args.pixel_stride)
+                    from zsg_iad_ros.evaluation.baselines import real_data_baselines
+                    cf = real_data_baselines(samples, args.pixel_stride)
                 for bb in backbones:
                     factory = default_detector_factory(backbone=bb, device=args.device,
                                                        **parse_overrides(args.set))
@@ -461,7 +470,7 @@ def main(argv=None) -> int:
                         run.update(run_operating_points(args, bb, samples, section))
                     for name, rec in run.items():
                         if cf is not None:
-                            rec["baselines"] = {"content-free map": cf}
+                            rec["baselines"] = cf
                         results[f"{name}@{bb}"] = rec
         except FileNotFoundError as e:  # real data absent on this machine
             print(f"[benchmark] skipped {section}: {e}", file=sys.stderr)

@@ -116,3 +116,16 @@ def test_real_evaluation_prints_the_content_free_baseline_beside_the_detector(tm
     summary = (out / "summary.md").read_text()
     assert "| baseline: content-free map |" in summary
     assert "img AUROC is the frame's mean brightness, bright frames" in summary
+    assert "thermal / X-ray brightness" not in data["baselines"]  # tiles have no sensor image
+
+
+@pytest.mark.skipif(not MULSEN.is_dir(), reason="MulSen-AD samples not present")
+def test_real_data_baselines_include_the_sensor_images_level():
+    """On MulSen-AD the thermal image's overall level alone ranks the cubes at about 0.94
+    (good cubes brighter in it), the RGB frame's brightness at about 0.84."""
+    from zsg_iad_ros.evaluation.baselines import real_data_baselines
+    b = real_data_baselines(load_mulsen(categories=["cube"]), pixel_stride=8)
+    sensor, rgb = b["thermal / X-ray brightness"], b["content-free map"]
+    assert sensor["image_polarity"] == "dark" and float(sensor["image_auroc"]) > 0.9
+    assert rgb["image_polarity"] == "bright" and float(rgb["image_auroc"]) > 0.8
+    assert float(sensor["per_category"]["cube"]["image_auroc"]) == float(sensor["image_auroc"])

@@ -55,6 +55,33 @@ def _image_metrics(items: List[tuple]) -> Dict[str, object]:
     return {"image_auroc": per_pol[pol], "image_polarity": pol}
 
 
+def sensor_brightness_metrics(samples: Iterable) -> Dict[str, object]:
+    """The same image score on the thermal / X-ray image: {"image_auroc", "image_polarity",
+    "per_category": {category: the same}} over every sample with a sensor image, or {} where
+    none has one. A sensor's level follows the part's pose and the capture as well as its
+    defects, so this says how far the sensor's overall level alone tells the labels apart."""
+    frames: Dict[str, List[tuple]] = {}
+    for sample in samples:
+        if sample.frame.sensor is not None:
+            frames.setdefault(sample.category, []).append(
+                (int(sample.label), frame_brightness(sample.frame.sensor)))
+    if not frames:
+        return {}
+    return {**_image_metrics([x for items in frames.values() for x in items]),
+            "per_category": {c: _image_metrics(items) for c, items in sorted(frames.items())}}
+
+
+def real_data_baselines(samples: List, pixel_stride: int = 1) -> Dict[str, dict]:
+    """{name: metrics} of the content-free baselines of a real-data run, for
+    `record["baselines"]`: the content-free map, and the sensor image's brightness where the
+    parts have one."""
+    out = {"content-free map": content_free_metrics(samples, pixel_stride)}
+    sensor = sensor_brightness_metrics(samples)
+    if sensor:
+        out["thermal / X-ray brightness"] = sensor
+    return out
+
+
 def _scores(gts, maps, fgs) -> Dict[str, M.Metric]:
     return {"pixel_auroc": M.pixel_auroc(gts, maps), "aupro": M.aupro(gts, maps),
             "pixel_auroc_fg": M.pixel_auroc(gts, maps, fgs),

@@ -209,11 +209,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             else:
                 samples = real_data.load_magnetic_tile(root=args.root)
             record = evaluate_samples(samples, factory, name=args.dataset, **kw)
-            # where the part is and how bright the frame, nothing about defects: the floor of
+            # where the part is and how bright the images, nothing about defects: the floor of
             # the pixel figures and what the capture conditions alone separate, same parts
-            from zsg_iad_ros.evaluation.baselines import content_free_metrics
-            record["baselines"] = {"content-free map": content_free_metrics(
-                samples, args.pixel_stride)}
+            from zsg_iad_ros.evaluation.baselines import real_data_baselines
+            record["baselines"] = real_data_baselines(samples, args.pixel_stride)
         paths = write_outputs(record, args.out, plots=not args.no_plots)
     else:
         _check_paths(parser, [args.bag])

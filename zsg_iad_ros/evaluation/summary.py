@@ -191,6 +191,10 @@ def _foreground_note(overall: dict, baselines: dict) -> List[str]:
             lines.append(f"Baseline {name}: {b['polarity']} pixels scored anomalous over the "
                          f"whole image, {b.get('polarity_fg', b['polarity'])} inside the part "
                          f"(the better of the two each){image}.")
+        elif "image_polarity" in b:
+            lines.append(f"Baseline {name}: its img AUROC is the image's mean level, "
+                         f"{b['image_polarity']} images scored anomalous (per category its "
+                         "better polarity).")
     return lines + [""]
 
 
