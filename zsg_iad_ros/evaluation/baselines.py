@@ -55,26 +55,34 @@ def _image_metrics(items: List[tuple]) -> Dict[str, object]:
     return {"image_auroc": per_pol[pol], "image_polarity": pol}
 
 
+def _levels(samples: Iterable, image: str) -> Dict[str, List[tuple]]:
+    """category -> [(label, frame_brightness)] of every sample whose frame has `image`
+    ("rgb" or "sensor")."""
+    out: Dict[str, List[tuple]] = {}
+    for sample in samples:
+        img = getattr(sample.frame, image)
+        if img is not None:
+            out.setdefault(sample.category, []).append((int(sample.label), frame_brightness(img)))
+    return out
+
+
 def sensor_brightness_metrics(samples: Iterable) -> Dict[str, object]:
     """The same image score on the thermal / X-ray image: {"image_auroc", "image_polarity",
     "per_category": {category: the same}} over every sample with a sensor image, or {} where
     none has one. A sensor's level follows the part's pose and the capture as well as its
     defects, so this says how far the sensor's overall level alone tells the labels apart."""
-    frames: Dict[str, List[tuple]] = {}
-    for sample in samples:
-        if sample.frame.sensor is not None:
-            frames.setdefault(sample.category, []).append(
-                (int(sample.label), frame_brightness(sample.frame.sensor)))
-    if not frames:
+    levels = _levels(samples, "sensor")
+    if not levels:
         return {}
-    return {**_image_metrics([x for items in frames.values() for x in items]),
-            "per_category": {c: _image_metrics(items) for c, items in sorted(frames.items())}}
+    return {**_image_metrics([x for items in levels.values() for x in items]),
+            "per_category": {c: _image_metrics(items) for c, items in sorted(levels.items())}}
 
 
-def real_data_baselines(samples: List, pixel_stride: int = 1) -> Dict[str, dict]:
+def real_data_baselines(samples: Iterable, pixel_stride: int = 1) -> Dict[str, dict]:
     """{name: metrics} of the content-free baselines of a real-data run, for
     `record["baselines"]`: the content-free map, and the sensor image's brightness where the
     parts have one."""
+    samples = list(samples)  # read by both
     out = {"content-free map": content_free_metrics(samples, pixel_stride)}
     sensor = sensor_brightness_metrics(samples)
     if sensor:
@@ -133,13 +141,10 @@ def content_free_metrics(samples: Iterable, pixel_stride: int = 1,
     if pixel_stride < 1:
         raise ValueError("pixel_stride must be >= 1")
     s = slice(None, None, pixel_stride)
+    samples = list(samples)  # read twice: pixel figures, then the frames' brightness
     by_cat: Dict[str, List[tuple]] = {}
-    frames: Dict[str, List[tuple]] = {}  # category -> (label, brightness) of every RGB frame
     for sample in samples:
         rgb = sample.frame.rgb
-        if rgb is not None:
-            frames.setdefault(sample.category, []).append(
-                (int(sample.label), frame_brightness(rgb)))
         if sample.gt_mask is None or rgb is None:
             continue
         gt = np.asarray(sample.gt_mask, dtype=bool)
@@ -149,6 +154,7 @@ def content_free_metrics(samples: Iterable, pixel_stride: int = 1,
         maps = {p: content_free_map(rgb, sigma, p)[s, s] for p in POLARITIES}
         by_cat.setdefault(sample.category, []).append(
             (gt[s, s], maps, part_foreground(rgb)[s, s]))
+    frames = _levels(samples, "rgb")
     out = {**_metrics_of([x for items in by_cat.values() for x in items]),
            **_image_metrics([x for items in frames.values() for x in items])}
     if per_category:
