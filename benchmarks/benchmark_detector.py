@@ -281,30 +281,28 @@ def run_latency(args):
     # largest memory the defaults allow, hence the slowest scoring.
     refs = [generate_sample(TEST_CATEGORIES[0], "good", 20_000 + i, size=256).frame
             for i in range(args.references)]
-    out = {"image_size": 256, "valid_points_first_frame": n_points,
-           "cpu": latency_on("cpu", args, frames)}
-    if refs:
-        out[f"cpu, {len(refs)} references"] = latency_on("cpu", args, frames, refs)
+    out = {"image_size": 256, "valid_points_first_frame": n_points}
     if refs and args.aligned:
         # the aligned comparison needs parts of one product (an object): one gear design
         design = [generate_sample("gear", "good", 10_000 + i, size=256, design=1).frame
                   for i in range(n)]
         taught = [generate_sample("gear", "good", 20_000 + i, size=256, design=1).frame
                   for i in range(args.references)]
-        out[f"cpu, {len(refs)} references, gear of one design"] = latency_on(
-            "cpu", args, design, taught)
-        # the same stream without the rotational self-comparison (a gear is symmetric)
-        out[f"cpu, {len(refs)} references, gear of one design, symmetry off"] = latency_on(
-            "cpu", args, design, taught, symmetry="off")
-        out[f"cpu, {len(refs)} references, gear of one design, aligned"] = latency_on(
-            "cpu", args, design, taught, variation=True)
+    # The same rows on each device, so a CUDA row has its CPU twin in the same run.
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        out[device] = latency_on(device, args, frames)
+        if refs:
+            out[f"{device}, {len(refs)} references"] = latency_on(device, args, frames, refs)
+        if refs and args.aligned:
+            gear = f"{device}, {len(refs)} references, gear of one design"
+            out[gear] = latency_on(device, args, design, taught)
+            # the same stream without the rotational self-comparison (a gear is symmetric)
+            out[f"{gear}, symmetry off"] = latency_on(device, args, design, taught,
+                                                      symmetry="off")
+            out[f"{gear}, aligned"] = latency_on(device, args, design, taught, variation=True)
     for bb in args.compare:  # streaming latency of the compared backbones, same frames
         if bb != args.backbone:
             out[f"cpu, backbone {bb}"] = latency_on("cpu", args, frames, backbone=bb)
-    if torch.cuda.is_available():
-        out["cuda"] = latency_on("cuda", args, frames)
-        if refs:
-            out[f"cuda, {len(refs)} references"] = latency_on("cuda", args, frames, refs)
     return {"latency": out}
 
 
@@ -312,7 +310,8 @@ def run_latency(args):
 def print_tables(results: dict) -> str:
     lines = []
     head = "| run / configuration | n | " + " | ".join(HEAD) + " |"
-    lines += [head, "|" + " --- |" * (len(HEAD) + 2)]
+    if any(k != "latency" for k in results):
+        lines += [head, "|" + " --- |" * (len(HEAD) + 2)]
     for section, rec in results.items():
         if section == "latency":
             continue
@@ -482,8 +481,10 @@ def main(argv=None) -> int:
     for name, rec in main_runs.items():
         if name != "latency":
             write_outputs(rec, os.path.join(args.out, name), plots=not args.no_plots)
-    table = ("Backbones compared on the same parts\n\n" + comparison_table(results, backbones)
-             + f"\n\nMain backbone ({args.backbone}) in detail\n\n" + print_tables(main_runs))
+    table = print_tables(main_runs).lstrip()
+    if any(k != "latency" for k in results):  # accuracy sections ran
+        table = ("Backbones compared on the same parts\n\n" + comparison_table(results, backbones)
+                 + f"\n\nMain backbone ({args.backbone}) in detail\n\n" + table)
     given = sys.argv[1:] if argv is None else argv
     command = "python benchmarks/benchmark_detector.py " + " ".join(given)
     serial = {"command": command.strip(), "elapsed_s": time.perf_counter() - t_start,
