@@ -5,6 +5,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from zsg_iad_ros.core.detector import Detector, DetectorConfig, ModelLoadError
@@ -61,7 +62,7 @@ def found_where_planted(det, mask):
         det.pred_mask.sum()
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_on_cuda_same_findings_as_on_cpu(detector_factory):
     """The whole detector on CUDA (fp16 networks) finds each planted defect where the CPU run
     finds it, passes the good parts, and gives the same scores up to fp16 rounding."""
@@ -388,7 +389,6 @@ def test_config_from_dict_and_validation():
         DetectorConfig.from_dict({"modalities": ["lidar"]})
     with pytest.raises(ValueError, match="fusion"):
         DetectorConfig.from_dict({"fusion": "mean"})
-    import torch
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match="CUDA"):
             Detector(DetectorConfig(device="cuda"))
