@@ -12,7 +12,9 @@ Sections
   never used in training), all modalities and without each one (ablation).
 - synthetic_design: the object categories of the same split (gear, capsule) with one design
   per category, in any pose: the parts of one product as a cell sees them (the synthetic
-  section's parts are each a design of their own). With --aligned, the synthetic sections'
+  section's parts are each a design of their own).
+- synthetic_board: the split's circuit boards with one layout, held in a fixture (a shift of
+  a few pixels): a board of one product. With --aligned, the synthetic sections'
   teach-mode runs are repeated with the aligned comparison (variation model) on, and the
   latency section times it on a gear of one design (and that gear without the rotational
   self-comparison, `symmetry: off`).
@@ -94,8 +96,8 @@ def parse_args(argv=None):
     p.add_argument("--pixel-stride", type=int, default=1)
     p.add_argument("--sections", nargs="*",
                    default=["synthetic", "mulsen", "magnetic_tile", "latency"],
-                   choices=["synthetic", "synthetic_design", "mulsen", "magnetic_tile",
-                            "latency"])
+                   choices=["synthetic", "synthetic_design", "synthetic_board", "mulsen",
+                            "magnetic_tile", "latency"])
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--progress-every", type=int, default=25, help="progress line period")
     p.add_argument("--quick", action="store_true",
@@ -118,7 +120,7 @@ def section_samples(section: str, args) -> list:
     """The samples of an accuracy section, loaded once and scored by every backbone."""
     from zsg_iad_ros.data.real import load_magnetic_tile, load_mulsen
     from zsg_iad_ros.data.splits import iter_split
-    from zsg_iad_ros.data.synthetic import CATEGORIES
+    from zsg_iad_ros.data.synthetic import CATEGORIES, LAYOUT_CATEGORIES
     if section == "mulsen":
         return limit_per_type(load_mulsen(), args.max_per_type, args.references, args.seed)
     if section == "magnetic_tile":
@@ -126,18 +128,22 @@ def section_samples(section: str, args) -> list:
     t = time.perf_counter()
     # n_good + references good parts per category: the teach-mode run draws its references
     # from them and scores the rest, so both runs score at least n_good good parts per category.
-    one_design = section == "synthetic_design"
+    keep = {"synthetic": lambda cat: True,
+            "synthetic_design": lambda cat: CATEGORIES[cat].kind == "object",
+            "synthetic_board": lambda cat: cat in LAYOUT_CATEGORIES}[section]
     samples = [s for s in iter_split("test", args.n_good + args.references, args.n_defective,
-                                     seed=args.seed, size=args.size, one_design=one_design)
-               if not one_design or CATEGORIES[s.category].kind == "object"]
+                                     seed=args.seed, size=args.size,
+                                     one_design=section != "synthetic")
+               if keep(s.category)]
     print(f"[benchmark] {section}: {len(samples)} samples generated in "
           f"{time.perf_counter() - t:.1f} s", file=sys.stderr)
     return samples
 
 
 def run_synthetic(args, factory, samples, section="synthetic"):
-    what = ("synthetic zero-shot test split" if section == "synthetic" else
-            "synthetic objects, one design per category")
+    what = {"synthetic": "synthetic zero-shot test split",
+            "synthetic_design": "synthetic objects, one design per category",
+            "synthetic_board": "synthetic circuit boards of one layout"}[section]
     out = {section: evaluate_samples(samples, factory, ablate_modalities=True,
                                      name=f"{what}, streaming", **_common(args))}
     if args.references > 0:

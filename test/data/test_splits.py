@@ -58,12 +58,13 @@ def test_bad_split():
         split_specs("aux", -1, 1)
 
 
-def test_one_design_per_object_category():
+def test_one_design_per_object_and_board_category():
     specs = split_specs("test", 2, 3, seed=1, one_design=True)
+    assert "pcb" in TEST_CATEGORIES
     for cat in TEST_CATEGORIES:
         designs = {s.design for s in specs if s.category == cat}
         seeds = {s.seed for s in specs if s.category == cat}
-        if CATEGORIES[cat].kind == "object":
+        if CATEGORIES[cat].kind == "object" or cat == "pcb":
             assert len(designs) == 1 and None not in designs and not designs & seeds
         else:
             assert designs == {None}

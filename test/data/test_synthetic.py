@@ -1,6 +1,7 @@
 """Procedural generator: determinism, per-modality masks, modality exclusivity, bad input."""
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from zsg_iad_ros.core.frame import GEOMETRY, RGB, SENSOR, THERMAL, XRAY
 from zsg_iad_ros.data.synthetic import (CATEGORIES, DEFECT_TYPES, applicable_defects,
@@ -189,6 +190,40 @@ def test_one_design_keeps_the_shape_and_changes_the_pose():
     assert void.gt_mask.any() and not np.array_equal(void.frame.sensor, same[1].frame.sensor)
 
 
+def _components(sample) -> np.ndarray:
+    """Pixels of the board's components: more than 0.4 mm above the board (a plane fitted to
+    the depth by least squares: the board tilts by a few mm across the view; the depth's
+    noise smoothed by a 5 x 5 median)."""
+    z = ndimage.median_filter(sample.frame.points[..., 2].astype(np.float64), 5)
+    v, u = np.mgrid[0:z.shape[0], 0:z.shape[1]]
+    ok = np.isfinite(z)
+    design = np.stack([u[ok], v[ok], np.ones(ok.sum())], 1)
+    plane = np.linalg.lstsq(design, z[ok], rcond=None)[0]
+    return z < (plane[0] * u + plane[1] * v + plane[2]) - 4e-4
+
+
+def test_boards_of_one_design_share_their_layout_in_a_fixture():
+    same = [generate_sample("pcb", "good", s, size=128, design=7) for s in (1, 2, 3)]
+    own = [generate_sample("pcb", "good", s, size=128) for s in (1, 2, 3)]
+
+    def near(a, b):  # share of b's component pixels within 3 px of a's
+        return (b & ndimage.binary_dilation(a, iterations=3)).sum() / max(b.sum(), 1)
+    comps = [_components(s) for s in same]
+    # one layout, held within a few pixels (measured 0.98-0.99)
+    assert min(near(comps[0], c) for c in comps[1:]) > 0.9
+    owns = [_components(s) for s in own]
+    assert max(near(owns[0], c) for c in owns[1:]) < 0.2  # default: a layout per seed
+    # each board its own colours, lighting and noise
+    assert not np.array_equal(same[0].frame.rgb, same[1].frame.rgb)
+    assert same[0].sample_id.endswith("/design7")
+    # the defect-free twin holds: a missing component is missing where the twin has it
+    missing = generate_sample("pcb", "missing_part", 2, size=128, design=7)
+    assert missing.gt_mask.any() and (missing.gt_mask & comps[1]).sum() > 0
+    assert not (missing.gt_mask & _components(missing)).any()
+    with pytest.raises(ValueError, match="angle_deg"):  # a board in a fixture is not turned
+        generate_sample("pcb", "good", 2, size=64, design=7, angle_deg=30.0)
+
+
 def _axis_deg(mask: np.ndarray) -> float:
     """Orientation of a mask's long axis (second moments), degrees in [0, 180)."""
     v, u = np.nonzero(mask)
@@ -215,7 +250,7 @@ def test_a_fixed_angle_turns_the_same_part():
         generate_sample("capsule", "good", 5, size=64, angle_deg=30.0)  # no design
 
 
-def test_surfaces_have_no_design():
+def test_textures_have_no_design():
     a = generate_sample("wood", "good", 4, size=64, design=7)
     b = generate_sample("wood", "good", 4, size=64)
     assert np.array_equal(a.frame.rgb, b.frame.rgb) and a.sample_id == b.sample_id

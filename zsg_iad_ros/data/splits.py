@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional
 
 from ..core.frame import Sample
-from .synthetic import CATEGORIES, DEFECT_TYPES, GOOD, applicable_defects, generate_sample
+from .synthetic import (CATEGORIES, DEFECT_TYPES, GOOD, applicable_defects, generate_sample,
+                        has_design)
 
 __all__ = ["AUX_CATEGORIES", "TEST_CATEGORIES", "AUX_DEFECTS", "HELDOUT_DEFECTS", "SPLITS",
            "SampleSpec", "split_specs", "iter_split", "split_categories", "split_defects"]
@@ -96,8 +97,9 @@ def split_specs(split: str, n_good: int, n_defective: int, seed: int = 0,
                 one_design: bool = False) -> List[SampleSpec]:
     """Per-category good and defective sample specs of `split` ('aux' or 'test').
 
-    one_design: all parts of an object category share one design (see `generate_sample`), as
-    in a cell that inspects one product; by default every part is a design of its own."""
+    one_design: all parts of an object category (and all boards of a circuit-board category)
+    share one design (see `generate_sample`), as in a cell that inspects one product; by
+    default every part is a design of its own."""
     _check_split(split)
     for name, n in (("n_good", n_good), ("n_defective", n_defective), ("seed", seed)):
         if not isinstance(n, int) or n < 0:
@@ -108,7 +110,7 @@ def split_specs(split: str, n_good: int, n_defective: int, seed: int = 0,
         st = CATEGORIES[cat].sensor_type
         # the design number: a seed index no part of the split uses
         design = (_seed(split, seed, cat, n_good + n_defective)
-                  if one_design and CATEGORIES[cat].kind == "object" else None)
+                  if one_design and has_design(cat) else None)
         i = 0
         for _ in range(n_good):
             specs.append(SampleSpec(cat, GOOD, _seed(split, seed, cat, i), st, design))

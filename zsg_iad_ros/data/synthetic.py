@@ -20,7 +20,8 @@ Everything that is not the defect (pose, textures, lighting, noise) comes from r
 keyed by (category, seed) only, so `generate_sample(c, "good", s)` is the exact defect-free
 twin of `generate_sample(c, d, s)`: a modality that does not show the defect is bit-identical.
 By default each seed is also a design of its own (a gear of 14-25 teeth, a capsule in random
-colours); `design=` fixes the shape of object parts, as on a production line of one product.
+colours); `design=` fixes the shape of object parts and the layout of circuit boards, as on a
+production line of one product.
 Per-modality ground-truth masks are measured, not declared: a pixel belongs to a modality's
 mask where that modality's noise-free signal changed by more than a visibility threshold.
 """
@@ -39,7 +40,8 @@ from ..core.frame import (GEOMETRY, RGB, SENSOR, THERMAL, XRAY, CameraIntrinsics
                           Sample)
 
 __all__ = ["CATEGORIES", "DEFECT_TYPES", "CategorySpec", "DefectSpec", "GOOD",
-           "applicable_defects", "generate_sample", "intrinsics_for"]
+           "LAYOUT_CATEGORIES", "applicable_defects", "generate_sample", "has_design",
+           "intrinsics_for"]
 
 GOOD = "good"
 REF_SIZE = 256.0          # piece dimensions below are given in pixels of a 256x256 render
@@ -367,13 +369,28 @@ def _tex_glaze(rng, g):
     return _Texture(np.clip(alb, 0, 1).astype(np.float32))
 
 
-def _tex_pcb(rng, g):
-    s = g.size
-    k = g.k
+def _tex_pcb(rng, g, layout=None, shift=(0, 0)):
+    """A circuit board's solder mask, traces, pads and silk screen; with `layout` (a design's
+    generator) the traces, pads and silk come from it, moved by `shift` (rows, columns) px,
+    and the colours and finish from `rng`."""
     mask_col = np.array([0.08, 0.33, 0.14]) * rng.uniform(0.8, 1.15, 3)
     copper_col = np.array([0.22, 0.45, 0.16]) * rng.uniform(0.9, 1.1)
     pad_col = np.array([0.78, 0.62, 0.32])
-    layer = np.zeros((s, s), np.uint8)  # 0 mask, 1 trace under mask, 2 exposed pad, 3 silk
+    layer = _pcb_layer(rng, g)  # drawn either way: the rest of the part stays the seed's
+    if layout is not None:
+        layer = ndimage.shift(_pcb_layer(layout, g), shift, order=0, mode="nearest")
+    cols = np.stack([mask_col, copper_col, pad_col, np.array([0.9, 0.9, 0.88])]).astype(np.float32)
+    alb = cols[layer] * (1 + 0.03 * _fine(rng, g.size, 0.7))[..., None]
+    metal = (layer == 2).astype(np.float32)
+    relief = np.where(layer == 1, 3.5e-5, 0).astype(np.float32)
+    return _Texture(np.clip(alb, 0, 1).astype(np.float32), metal=metal, relief=relief)
+
+
+def _pcb_layer(rng, g) -> np.ndarray:
+    """(S, S) uint8 board layer map: 0 mask, 1 trace under mask, 2 exposed pad, 3 silk."""
+    s = g.size
+    k = g.k
+    layer = np.zeros((s, s), np.uint8)
     for _ in range(rng.integers(14, 28)):
         w = max(1, int(round(rng.uniform(1.5, 3.5) * k)))
         a, b = sorted(rng.integers(0, s, 2))
@@ -390,11 +407,7 @@ def _tex_pcb(rng, g):
         h, w = (rng.integers(1, 2) * max(1, int(k)), int(rng.uniform(8, 30) * k))
         r0, c0 = rng.integers(0, s - 30 * k, 2)
         layer[r0:r0 + h, c0:c0 + w] = 3
-    cols = np.stack([mask_col, copper_col, pad_col, np.array([0.9, 0.9, 0.88])]).astype(np.float32)
-    alb = cols[layer] * (1 + 0.03 * _fine(rng, s, 0.7))[..., None]
-    metal = (layer == 2).astype(np.float32)
-    relief = np.where(layer == 1, 3.5e-5, 0).astype(np.float32)
-    return _Texture(np.clip(alb, 0, 1).astype(np.float32), metal=metal, relief=relief)
+    return layer
 
 
 def _tex_table(rng, g):
@@ -637,10 +650,27 @@ _SURFACE = {
 }
 
 
-def _build_surface(category, rng, g):
+#: surface categories with a layout that `design` fixes (the other surfaces are textures)
+LAYOUT_CATEGORIES = ("pcb",)
+
+
+def has_design(category: str) -> bool:
+    """Whether `generate_sample(design=...)` fixes anything of this category: the shape of an
+    object, the layout of a board (a texture has none)."""
+    return category in _OBJECTS or category in LAYOUT_CATEGORIES
+
+
+def _build_surface(category, rng, g, design: Optional[int] = None, pose=None):
+    """A surface filling the view; a board (`LAYOUT_CATEGORIES`) of the given design has that
+    design's layout, held in a fixture within a few pixels (`pose`: the part's generator)."""
     fn, spec, shin, eps_r, mu, th_r = _SURFACE[category]
     s = g.size
-    tex = fn(rng, g)
+    layout = design is not None and category in LAYOUT_CATEGORIES
+    shift = np.round(pose.normal(0, 1.5 * g.k, 2)) if layout else np.zeros(2)
+    if layout:
+        tex = fn(rng, g, layout=_rng("design", category, design), shift=tuple(shift))
+    else:
+        tex = fn(rng, g)
     thick = rng.uniform(*th_r) / 1000.0
     plate = _Piece("box", s / 2, s / 2, 0.0, (s, s), z0=rng.uniform(0.03, 0.05),
                    height=thick, texture="surface", spec=spec, shininess=shin,
@@ -648,6 +678,10 @@ def _build_surface(category, rng, g):
     pieces = [plate]
     if category == "pcb":
         pieces += _pcb_components(rng, g, plate)
+        if layout:  # drawn as without a design above, so the rest of the part stays the seed's
+            comps = _pcb_components(_rng("design-components", category, design), g, plate)
+            pieces = [plate] + [replace(q, cu=q.cu + float(shift[1]), cv=q.cv + float(shift[0]))
+                                for q in comps]
     return pieces, {"surface": tex}
 
 
@@ -810,7 +844,8 @@ def _scene(category: str, seed: int, g: _Grid, design: Optional[int] = None,
             shape, _ = _OBJECTS[category](_rng("design", category, design), g)
             pieces = _place(shape, _rng("pose", category, seed), g, angle_deg=angle_deg)
     else:
-        pieces, textures = _build_surface(category, rng, g)
+        pieces, textures = _build_surface(category, rng, g, design,
+                                          _rng("pose", category, seed))
     t_part = _part_temperature(rng, g, t_amb)
     plain = 1 + 0.03 * _fine(rng, g.size, 0.8)
     # density / thickness variation of the material: what an X-ray of a good part shows
@@ -1250,7 +1285,9 @@ def generate_sample(category: str, defect_type: str, seed: int, size: int = 256,
     colours drawn from the seed), the families of the zero-shot splits. A number, for object
     categories: the shape comes from that design and the seed sets only the pose (any rotation,
     a small shift), surface finish, lighting and noise: the parts of one product as a cell
-    sees them. Surface categories (a texture or a board filling the view) ignore it.
+    sees them. A circuit board (`LAYOUT_CATEGORIES`) takes its layout (traces, pads, silk,
+    components) from the design and lies in a fixture (a shift of a few pixels, no turn);
+    its colours, finish, lighting and noise come from the seed. Texture categories ignore it.
     angle_deg: with a design, the pose angle [degrees] instead of a random one (the seed still
     sets the small shift, finish, lighting and noise): a part held in a fixture, or one part
     turned through a sweep of angles.
@@ -1280,8 +1317,9 @@ def generate_sample(category: str, defect_type: str, seed: int, size: int = 256,
     size = int(size)
     seed = int(seed)
     g = _grid(size)
-    design = int(design) if design is not None and category in _OBJECTS else None
-    if angle_deg is not None and (design is None or not np.isfinite(float(angle_deg))):
+    design = int(design) if design is not None and has_design(category) else None
+    if angle_deg is not None and (design is None or category not in _OBJECTS
+                                  or not np.isfinite(float(angle_deg))):
         raise ValueError("angle_deg needs a design (an object category) and a finite angle, "
                          f"got angle_deg={angle_deg!r}, design={design!r}")
     scene, light = _scene(category, seed, g, design, angle_deg)
