@@ -83,6 +83,22 @@ def test_texture_streams_and_unregistered_frames_keep_the_feature_memory(detecto
     assert "gear" not in aligned._aligned and "gear" not in aligned.variation_status
 
 
+def test_boards_of_one_layout_are_compared_in_register(detector_factory):
+    """Boards of one product in a fixture are nearly as self-similar as a texture, but their
+    references share one layout (`registration.layout_agreement`): compared in register. A
+    board has no outline, so each is also registered on its whole view: none of these good
+    boards is compared in a wrong pose (registered on their scattered components alone, two
+    of them deviated by 40-80 spread units and were flagged)."""
+    def board(seed):
+        return generate_sample("pcb", "good", seed, design=11).frame
+    det = detector_factory(variation=True)
+    det.teach([board(s) for s in REF_SEEDS])
+    assert det.variation_status["pcb"] == "on"
+    scores = [det.detect(board(s), update_memory=False) for s in range(10, 18)]
+    assert all("aligned" in r.timings_ms for r in scores)
+    assert not any(r.is_anomalous for r in scores), [r.pred_score for r in scores]
+
+
 @pytest.fixture(scope="module")
 def capsules(detector_factory):
     """Taught the bundled cell's capsule references (one design, coloured cap and body)."""

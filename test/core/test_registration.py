@@ -4,7 +4,8 @@ import pytest
 from scipy import ndimage
 
 from zsg_iad_ros.core.registration import (RegistrationConfig, align_clouds, foreground_mask,
-                                           frame_foreground, is_texture, make_template,
+                                           frame_foreground, is_texture, layout_agreement,
+                                           LAYOUT_THRESHOLD, make_template,
                                            region_centroid_3d, register, register_images,
                                            rigid_from_registration, texture_score,
                                            transform_points)
@@ -107,6 +108,24 @@ def test_texture_detector_from_self_similarity():
         tex, score = is_texture(refs)
         assert not tex, (cat, score)
     assert 0.0 <= texture_score(refs[0]) <= 1.0
+
+
+def test_boards_of_one_layout_are_not_a_texture():
+    """A board of one product fills the view and is nearly as self-similar as a texture, but
+    its references repeat one layout in register: compared in register, not as a texture.
+    Textures and boards of different layouts share no fine structure."""
+    def refs(cat, design=None):
+        return [generate_sample(cat, "good", i, design=design).frame.rgb for i in (1, 2, 3, 4)]
+    boards = refs("pcb", design=3)
+    assert texture_score(boards[0]) > 0.1  # near the texture threshold on its own
+    assert layout_agreement(boards) >= LAYOUT_THRESHOLD + 0.2
+    assert not is_texture(boards)[0]
+    assert layout_agreement(boards[:2]) >= LAYOUT_THRESHOLD  # two references suffice
+    for other in (refs("pcb"), refs("woven_fabric"), refs("cast_metal"), refs("wood")):
+        assert layout_agreement(other) < LAYOUT_THRESHOLD - 0.2
+    assert is_texture(refs("woven_fabric"))[0]
+    with pytest.raises(ValueError):
+        layout_agreement(boards[:1])
 
 
 def test_region_centroid_follows_a_rotated_organized_cloud():

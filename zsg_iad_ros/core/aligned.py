@@ -99,6 +99,9 @@ class AlignedStream:
     #: the model pose's (medoid reference's) image in the other modalities of REGISTER_ON, as
     #: registration templates: each part is also registered on those (see `inspect`)
     templates: Dict[str, RegistrationTemplate] = field(default_factory=dict)
+    #: the model pose's image in modality `on` over the whole view, as a registration
+    #: template: each part is also registered on its whole view (see `inspect`)
+    view: Optional[RegistrationTemplate] = None
 
 
 def _on_grid(images: Dict[str, object], g: int) -> Dict[str, Tuple[np.ndarray, tuple]]:
@@ -166,10 +169,11 @@ def _modality_config(config: VariationConfig, modality: str) -> VariationConfig:
 
 def _build(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray],
            config: VariationConfig, on: str
-           ) -> Tuple[Dict[str, VariationModel], Dict[str, RegistrationTemplate]]:
+           ) -> Tuple[Dict[str, VariationModel], Dict[str, RegistrationTemplate],
+                      RegistrationTemplate]:
     """Models of every modality the references (of an object stream) share, all registered on
-    modality `on`, and the model pose's registration templates in the other modalities of
-    REGISTER_ON."""
+    modality `on`, the model pose's registration templates in the other modalities of
+    REGISTER_ON, and its template in modality `on` over the whole view."""
     kind = "object"  # `teach` has ruled a texture out
     own = [im[on] for im in images]
     signals = [_registration_image(on, im[on]) for im in images]
@@ -191,12 +195,15 @@ def _build(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray],
     templates = {m: make_template(_registration_image(m, med[m]), fgs[base.medoid],
                                   config.registration)
                  for m in REGISTER_ON if m != on and m in med}
-    return models, templates
+    reg_on = _registration_image(on, med[on])
+    view = make_template(reg_on, np.ones(reg_on.shape[:2], bool), config.registration)
+    return models, templates, view
 
 
 def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
             foreground: np.ndarray, on: str = RGB,
-            templates: Optional[Dict[str, RegistrationTemplate]] = None
+            templates: Optional[Dict[str, RegistrationTemplate]] = None,
+            view: Optional[RegistrationTemplate] = None
             ) -> Dict[str, Tuple[np.ndarray, float]]:
     """{modality: ((H, W) deviation map in spread units, its `image_score`)} of one part's
     modality images ({modality: (C, H, W) tensor or (H, W, C) array}) and its (H, W)
@@ -214,6 +221,15 @@ def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
     # match cannot make a good part look defective, while a real defect deviates in every
     # pose.
     cands = [best] + [a for a in best.alternatives if a.ok]
+    if view is not None:
+        # A board filling the view has no outline: its foreground is its scattered components
+        # and pads, and the largest piece, where registration centres a part, can change from
+        # board to board (two good boards of one layout registered 90 degrees or a quarter of
+        # the view off, deviating by 40-80 spread units). Its whole view registers it.
+        reg = register(_registration_image(on, images[on]), view,
+                       np.ones(np.shape(foreground), bool))
+        if reg.ok:
+            cands.append(reg)
     for m, t in (templates or {}).items():
         if m in images:
             reg = register(_registration_image(m, images[m]), t, foreground)
@@ -259,12 +275,12 @@ def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quanti
     # nothing to register on and a thermal field may hold too little structure.
     best = None
     for on in [m for m in REGISTER_ON if all(m in im for im in images)]:
-        models, templates = _build(images, fgs, cfg, on)
+        models, templates, view = _build(images, fgs, cfg, on)
         loo: Dict[str, List[float]] = {m: [] for m in models}
         for i in range(n):
             rest = [j for j in range(n) if j != i]
-            others, t = _build([images[j] for j in rest], [fgs[j] for j in rest], cfg, on)
-            for m, (_, score) in inspect(others, images[i], fgs[i], on, t).items():
+            others, t, v = _build([images[j] for j in rest], [fgs[j] for j in rest], cfg, on)
+            for m, (_, score) in inspect(others, images[i], fgs[i], on, t, v).items():
                 loo[m].append(score)
         # Deviations are in units of the models' per-pixel spread: a few references cannot
         # show that normal parts' peaks agree more closely than that unit, hence its floor.
@@ -279,5 +295,6 @@ def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quanti
         worst = (np.inf if any(len(v) < n for v in loo.values())
                  else max(float(np.median([v[i] for v in loo.values()])) for i in range(n)))
         if best is None or worst < SWITCH_BELOW * best[0]:
-            best = (worst, AlignedStream({m: models[m] for m in stats}, stats, on, templates))
+            best = (worst, AlignedStream({m: models[m] for m in stats}, stats, on, templates,
+                                         view))
     return None if best is None else best[1]

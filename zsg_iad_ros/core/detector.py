@@ -940,7 +940,7 @@ class Detector:
 
         t0 = time.perf_counter()
         maps = aligned.inspect(stream.models, *self._aligned_inputs(compared), stream.on,
-                               stream.templates)
+                               stream.templates, stream.view)
         out = []
         for m, (dev, score) in maps.items():
             if m not in cmaps:

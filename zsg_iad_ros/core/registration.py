@@ -50,12 +50,17 @@ __all__ = ["RegistrationConfig", "RegistrationTemplate", "Registration", "as_hwc
            "frame_foreground", "work_grid", "to_work_grid", "registration_signal",
            "foreground_mask", "make_template", "register",
            "register_images", "texture_score", "is_texture", "TEXTURE_THRESHOLD",
+           "layout_agreement", "LAYOUT_THRESHOLD",
            "CloudAlignment", "align_clouds", "transform_points", "rigid_from_registration",
            "region_centroid_3d", "similarity_matrix"]
 
 #: `texture_score` above which a stream counts as a texture (chosen on the auxiliary split's
 #: categories: surfaces scored >= 0.25, objects <= 0.14 with 6 parts each).
 TEXTURE_THRESHOLD = 0.2
+#: `layout_agreement` from which self-similar references count as one layout, not a texture:
+#: about halfway between textures and boards of different layouts (at most 0.27) and boards
+#: of one layout (0.73 and more; docs/DETECTOR.md, "Boards of one layout")
+LAYOUT_THRESHOLD = 0.45
 
 
 @dataclass(frozen=True)
@@ -696,14 +701,51 @@ def texture_score(image, tile: int = 32, tol: Tuple[float, float, float] = (2.0,
     return float(np.percentile((d < 1.0).mean(1), quantile))
 
 
+def layout_agreement(references: Sequence, work_size: int = 128, sigma: float = 2.0) -> float:
+    """How far references share one layout, in [-1, 1]: the lowest over consecutive pairs
+    (each reference registered onto the next on the whole view) of the normalised
+    cross-correlation of their fine structure (the registration signal on a `work_size` grid
+    minus its Gaussian blur of `sigma` px), where both cover the view. Every pair must agree:
+    a periodic weave can register onto one other sample now and then. Written here: it reuses
+    this module's registration."""
+    n = len(references)
+    if n < 2:
+        raise ValueError("layout_agreement needs 2 or more references")
+    cfg = RegistrationConfig(work_size=work_size)
+    small = []
+    for r in references:
+        a = as_hwc(r)
+        small.append(np.stack([to_work_grid(np.nan_to_num(a[..., c]), work_size)
+                               for c in range(a.shape[-1])], -1))
+    ones = np.ones((work_size, work_size), bool)
+    fine = [g - ndimage.gaussian_filter(g, sigma)
+            for g in (registration_signal(x) for x in small)]
+    agree = []
+    for i in range(n):
+        j = (i + 1) % n
+        if n == 2 and i == 1:
+            break  # one pair only
+        reg = register(small[i], make_template(small[j], ones, cfg), ones)
+        inside = ndimage.binary_erosion(reg.valid(), iterations=2)
+        agree.append(_ncc(reg.warp(fine[i]), fine[j], inside))
+    agree = [a if np.isfinite(a) else 0.0 for a in agree]
+    return float(min(agree))
+
+
 def is_texture(references: Sequence, threshold: float = TEXTURE_THRESHOLD
                ) -> Tuple[bool, float]:
     """Whether a stream's references are a texture (unaligned scoring) or objects (register).
-    references: images as for `texture_score`. Returns (decision, median score)."""
+    references: images as for `texture_score`. Self-similar references (`texture_score` at
+    `threshold` or above) are a texture unless, 2 or more, they share one layout
+    (`layout_agreement` at LAYOUT_THRESHOLD or above: a board of one product is self-similar
+    too, and is compared in register). Returns (decision, median texture score)."""
     if len(references) == 0:
         raise ValueError("no references")
     s = float(np.median([texture_score(r) for r in references]))
-    return s >= threshold, s
+    texture = s >= threshold
+    if texture and len(references) >= 2:
+        texture = layout_agreement(references) < LAYOUT_THRESHOLD
+    return texture, s
 
 
 # ---------------------------------------------------------------------------------------------
