@@ -15,7 +15,8 @@ Sections
   section's parts are each a design of their own).
 - synthetic_board: the split's circuit boards with one layout, held in a fixture (a shift of
   a few pixels): a board of one product. With --aligned, the synthetic sections'
-  teach-mode runs are repeated with the aligned comparison (variation model) on, and the
+  teach-mode runs are repeated with the aligned comparison (variation model) on (boards also
+  with `variation_grid: 256`), and the
   latency section times it on a gear of one design (and that gear without the rotational
   self-comparison, `symmetry: off`).
 - mulsen: MulSen-AD object level (RGB + infrared + 3D scan, not pixel-aligned: pixel metrics
@@ -467,6 +468,12 @@ def main(argv=None) -> int:
                             run[f"{section}_k{args.references}_aligned"] = teach_run(
                                 args, bb, samples, f"{section}, {args.references} references x"
                                 f" {args.draws} draws, aligned comparison", {"variation": True})
+                            if section == "synthetic_board":  # in a fixture: the finer grid
+                                run[f"{section}_k{args.references}_aligned_grid256"] = teach_run(
+                                    args, bb, samples, f"{section}, {args.references} "
+                                    f"references x {args.draws} draws, aligned comparison, "
+                                    "variation_grid 256", {"variation": True,
+                                                           "variation_grid": 256})
                     else:
                         run = {"mulsen": run_mulsen, "magnetic_tile": run_magnetic_tile}[
                             section](args, factory, samples)

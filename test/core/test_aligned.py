@@ -99,6 +99,24 @@ def test_boards_of_one_layout_are_compared_in_register(detector_factory):
     assert not any(r.is_anomalous for r in scores), [r.pred_score for r in scores]
 
 
+def test_a_finer_grid_sees_the_missing_components_of_boards_in_a_fixture(detector_factory):
+    """`variation_grid: 256` for boards held in a fixture: a missing resistor is about 2 x 1 px
+    on the default 128-px grid, within the band's positional tolerance; on 256 px each of these
+    boards with a missing component scores above every good board (measured: with 128 px one
+    of the three does not)."""
+    def board(defect, seed):
+        return generate_sample("pcb", defect, seed, design=11).frame
+    det = detector_factory(variation=True, variation_grid=256)
+    det.teach([board("good", s) for s in REF_SEEDS])
+    assert det._aligned["pcb"].models["rgb"].mean.shape[:2] == (256, 256)
+    good = [det.detect(board("good", s), update_memory=False).pred_score for s in range(10, 18)]
+    missing = [det.detect(board("missing_part", s), update_memory=False).pred_score
+               for s in (20, 21, 22)]
+    assert min(missing) > max(good), (missing, good)
+    with pytest.raises(ValueError, match="variation_grid"):
+        detector_factory(variation=True, variation_grid=16)
+
+
 @pytest.fixture(scope="module")
 def capsules(detector_factory):
     """Taught the bundled cell's capsule references (one design, coloured cap and body)."""

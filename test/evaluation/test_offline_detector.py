@@ -59,8 +59,9 @@ def test_cli_detector_options_reach_the_detector():
     args = parser.parse_args(["real", "--dataset", "mulsen", "--out", "x"])
     assert "fusion" not in detector_options(args) and "variation" not in detector_options(args)
     args = parser.parse_args(["offline", "a.mcap", "--out", "x", "--references", "4",
-                              "--variation"])
-    assert default_detector_factory(**detector_options(args))(("rgb",)).config.variation
+                              "--variation", "--variation-grid", "256"])
+    cfg = default_detector_factory(**detector_options(args))(("rgb",)).config
+    assert cfg.variation and cfg.variation_grid == 256
     args = parser.parse_args(["offline", "a.mcap", "--out", "x", "--symmetry", "off"])
     assert default_detector_factory(**detector_options(args))(("rgb",)).config.symmetry == "off"
     with pytest.raises(SystemExit):

@@ -114,6 +114,11 @@ class DetectorConfig:
     #: texture); sees missing or shifted material that patch memory cannot. Off by default:
     #: on parts that differ in design from their references it adds noise (docs/DETECTOR.md)
     variation: bool = False
+    #: side of the aligned comparison's model grid [px] (images are block-averaged to it):
+    #: 128 tolerates the interpolation of parts turned by any angle; 256 sees small components
+    #: of boards held in a fixture, but made objects in random poses worse (docs/DETECTOR.md,
+    #: "Boards of one layout")
+    variation_grid: int = 128
     #: also score each patch against the other patches of its own image (a defect stands out
     #: of its own surface, whatever the stream's other parts look like), calibrated apart and
     #: fused with the patch memory's score: 'auto' (untaught streams of surfaces: the median
@@ -179,6 +184,8 @@ class DetectorConfig:
             raise ValueError("grounding_weight must be in [0, 1]")
         if int(self.memory_patches) < 0:
             raise ValueError(f"memory_patches must be >= 0, got {self.memory_patches}")
+        if not 32 <= int(self.variation_grid) <= 1024:
+            raise ValueError(f"variation_grid must be in [32, 1024], got {self.variation_grid}")
         if not 0.0 <= float(self.score_margin) < 0.5:
             raise ValueError(f"score_margin must be in [0, 0.5), got {self.score_margin}")
 
@@ -493,6 +500,7 @@ class Detector:
         """Variation models of a stream's references (`compared`: their comparison images,
         `_comparison_images`); returns "on" or why not."""
         from . import aligned
+        from .variation import VariationConfig
 
         if RGB not in self.config.modalities or any(f.rgb is None for f in frames):
             return "off: needs the RGB image of every reference to register on"
@@ -501,7 +509,8 @@ class Detector:
         if len(frames) < 2:
             return "off: needs 2 or more references"
         inputs = [self._aligned_inputs(c) for c in compared]
-        found = aligned.teach([i for i, _ in inputs], [fg for _, fg in inputs], self._quantile())
+        found = aligned.teach([i for i, _ in inputs], [fg for _, fg in inputs], self._quantile(),
+                              VariationConfig(grid=int(self.config.variation_grid)))
         if found is None:
             return "off: a texture (the references are self-similar), no pose to align"
         self._aligned[stream] = found

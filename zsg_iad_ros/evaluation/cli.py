@@ -49,6 +49,9 @@ def _offline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variation", action="store_true",
                    help="with --references: also compare each part in register with them "
                         "(variation model; pixel-registered frames of one product)")
+    p.add_argument("--variation-grid", type=int, default=None,
+                   help="with --variation: side of the variation model's grid [px] (default: "
+                        "the detector's own, 128; 256 for boards held in a fixture)")
     p.add_argument("--intra-image", choices=("auto", "on", "off"), default=None,
                    help="also score each part against its own surface (default: the "
                         "detector's own, auto: streams of surfaces)")
@@ -159,7 +162,8 @@ def detector_options(args: argparse.Namespace) -> dict:
     out = {"backbone": args.backbone, "device": args.device}
     out.update({k: v for k, v in (("image_size", args.image_size), ("fusion", args.fusion),
                                   ("intra_image", args.intra_image),
-                                  ("symmetry", args.symmetry)) if v is not None})
+                                  ("symmetry", args.symmetry),
+                                  ("variation_grid", args.variation_grid)) if v is not None})
     if args.variation:
         out["variation"] = True
     if args.target_miss_rate is not None:

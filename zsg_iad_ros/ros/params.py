@@ -133,6 +133,10 @@ INSPECTION_PARAMS = (
               "a stream of one product in any pose, with 2+ references; sees missing or shifted"
               " material that patch memory cannot; about 0.1-0.2 s more per part on 2 CPU cores",
               True),
+    ParamSpec("variation_grid", 128,
+              "side of the variation model's grid [px]: 128 for parts in any pose; 256 for "
+              "boards held in a fixture (small components), about 0.15 s more per part",
+              True, range=(32, 1024)),
     ParamSpec("intra_image", "auto",
               "also score each part against its own surface (each patch against the part's "
               "other patches), calibrated apart and fused with the memory's score: auto "
@@ -179,6 +183,7 @@ def detector_config_dict(p: dict) -> dict:
         "min_region_area_px": p["min_region_area_px"],
         "score_margin": p["score_margin"],
         "variation": p["variation"],
+        "variation_grid": p["variation_grid"],
         "intra_image": p["intra_image"],
         "symmetry": p["symmetry"],
         "grounding_weights": p["grounding_weights"] or None,
