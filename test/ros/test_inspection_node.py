@@ -32,7 +32,10 @@ def _check_outputs_share_stamp(g, t, shape):
 
 
 def test_bad_inputs_are_counted_and_good_frames_still_served(make_graph):
-    g = make_graph({"allow_missing_modalities": True, "missing_timeout_s": 1.0})
+    # a queue that holds every frame: on a slow host the worker must not drop one as
+    # queue_full: this test plants bad inputs, not back-pressure
+    g = make_graph({"allow_missing_modalities": True, "missing_timeout_s": 1.0,
+                    "queue_size": 16})
     rgb, sensor, points, _ = good_part(64)
     g.publish(1.0, rgb, sensor, points)
     _check_outputs_share_stamp(g, 1.0, (64, 64))
