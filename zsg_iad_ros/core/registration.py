@@ -447,16 +447,22 @@ class _Prepared:
     shape: Tuple[int, int]
 
 
-def _prepare(image, mask: Optional[np.ndarray], cfg: RegistrationConfig) -> _Prepared:
-    a = as_hwc(image)
-    h, w = a.shape[:2]
-    n = cfg.work_size
-    if not np.isfinite(a).all():  # invalid pixels (depth dropouts) -> the channel's median
+def _work_image(a: np.ndarray, n: int) -> np.ndarray:
+    """(H, W, C) image -> (n, n, C) on the working grid; invalid pixels (depth dropouts) take
+    their channel's median first."""
+    if not np.isfinite(a).all():
         a = a.copy()
         for c in range(a.shape[-1]):
             bad = ~np.isfinite(a[..., c])
             a[..., c][bad] = np.median(a[..., c][~bad]) if not bad.all() else 0.0
-    small = np.stack([to_work_grid(a[..., c], n) for c in range(a.shape[-1])], -1)
+    return np.stack([to_work_grid(a[..., c], n) for c in range(a.shape[-1])], -1)
+
+
+def _prepare(image, mask: Optional[np.ndarray], cfg: RegistrationConfig) -> _Prepared:
+    a = as_hwc(image)
+    h, w = a.shape[:2]
+    n = cfg.work_size
+    small = _work_image(a, n)
     x = registration_signal(small)
     if mask is None:
         m = foreground_mask(small)
@@ -712,19 +718,13 @@ def layout_agreement(references: Sequence, work_size: int = 128, sigma: float = 
     if n < 2:
         raise ValueError("layout_agreement needs 2 or more references")
     cfg = RegistrationConfig(work_size=work_size)
-    small = []
-    for r in references:
-        a = as_hwc(r)
-        small.append(np.stack([to_work_grid(np.nan_to_num(a[..., c]), work_size)
-                               for c in range(a.shape[-1])], -1))
+    small = [_work_image(as_hwc(r), work_size) for r in references]
     ones = np.ones((work_size, work_size), bool)
     fine = [g - ndimage.gaussian_filter(g, sigma)
             for g in (registration_signal(x) for x in small)]
     agree = []
-    for i in range(n):
+    for i in range(n if n > 2 else 1):  # two references: one pair
         j = (i + 1) % n
-        if n == 2 and i == 1:
-            break  # one pair only
         reg = register(small[i], make_template(small[j], ones, cfg), ones)
         inside = ndimage.binary_erosion(reg.valid(), iterations=2)
         agree.append(_ncc(reg.warp(fine[i]), fine[j], inside))
