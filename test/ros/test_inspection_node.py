@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
-from zsg_ros_testkit import diag_values, good_part, header
+from zsg_ros_testkit import WAIT_S, diag_values, good_part, header
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
@@ -82,6 +83,38 @@ def test_bad_inputs_are_counted_and_good_frames_still_served(make_graph):
     assert d["pipeline/drop.rgb:truncated"] == "1"
     assert d["inputs/drop.geometry:missing_xyz_fields"] == "1"
     assert d["modalities/rgb"] == "ok"
+
+
+def test_a_slow_detector_drops_the_oldest_queued_frames_and_counts_them(
+        detector, make_graph, monkeypatch):
+    """Back-pressure: while the detector is busy, frames beyond `queue_size` are dropped
+    oldest first as `queue_full`, counted, and the newest frame is still served."""
+    entered, release = threading.Event(), threading.Event()
+    real = detector.detect
+
+    def slow_detect(frame):
+        entered.set()
+        assert release.wait(WAIT_S), "the test never released the detector"
+        return real(frame)
+
+    monkeypatch.setattr(detector, "detect", slow_detect)
+    g = make_graph({"queue_size": 1})
+    rgb, sensor, points, _ = good_part(64)
+    g.publish(1.0, rgb, sensor, points)
+    assert entered.wait(WAIT_S), "the worker never took the first frame"
+    for t in (2.0, 3.0, 4.0):  # the queue holds one: 2.0 and 3.0 are pushed out
+        g.publish(t, rgb, sensor, points)
+    assert g.wait(lambda: g.node.drop_counts()["frames"].get("queue_full") == 2)
+    release.set()
+    _check_outputs_share_stamp(g, 1.0, (64, 64))
+    _check_outputs_share_stamp(g, 4.0, (64, 64))
+    acc = g.settle()
+    assert g.node.drop_counts()["frames"] == {"queue_full": 2}
+    assert acc["frames_received"] == 4
+    assert acc["frames_processed"] == 2 and acc["frames_dropped"] == 2
+    assert not g.at("report", 2.0) and not g.at("report", 3.0)
+    assert g.wait(lambda: g.messages("diagnostics") and diag_values(
+        g.messages("diagnostics")[-1]).get("pipeline/drop.queue_full") == "2", 5.0)
 
 
 def test_cloud_curvature_reaches_the_detector_as_the_scan_curvature(detector):
