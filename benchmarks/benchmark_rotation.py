@@ -39,6 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--defect", default="missing_part")
     p.add_argument("--references", type=int, default=4)
     p.add_argument("--size", type=int, default=256)
+    p.add_argument("--variation-grid", type=int, default=None,
+                   help="the aligned comparison's model grid (DetectorConfig.variation_grid)")
     p.add_argument("--json", type=Path, default=None, help="write the figures here")
     return p.parse_args(argv)
 
@@ -82,7 +84,8 @@ def main(argv=None) -> int:
                 "turned": (parts(cat, "good", good_seeds, turns, args),
                            parts(cat, args.defect, bad_seeds, turns_bad, args))}
         for variation in (False, True):
-            det = Detector(DetectorConfig(device="cpu", variation=variation))
+            grid = {} if args.variation_grid is None else {"variation_grid": args.variation_grid}
+            det = Detector(DetectorConfig(device="cpu", variation=variation, **grid))
             det.teach([r.frame for r in refs])
             row = {run: summarize(scores(det, g), scores(det, b))
                    for run, (g, b) in runs.items()}

@@ -18,6 +18,7 @@ from std_msgs.msg import Header, String
 
 from zsg_iad_ros.msg import AnomalyReport, PartDecision
 from zsg_iad_ros.ros import conversions as conv
+from zsg_iad_ros.ros.spin import BackgroundSpin
 
 WAIT_S = 30.0  # upper bound for any single wait; a healthy run needs far less
 #: synchronizer the graphs use; ZSG_TEST_SYNC_BACKEND=message_filters runs the node tests on
@@ -71,8 +72,7 @@ class Graph:
         for n in (self.node, self.gate, self.probe):
             if n is not None:
                 self.executor.add_node(n)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
+        self._spinner = BackgroundSpin(self.executor)
         assert self.wait(lambda: all(pub.get_subscription_count() > 0
                                      for pub in self.pub.values())), "discovery timed out"
         assert self.wait(lambda: self.probe.count_publishers(
@@ -154,9 +154,8 @@ class Graph:
     def close(self):
         if self.executor is None:
             return
-        self.executor.shutdown(timeout_sec=5.0)
+        self._spinner.stop()
         self.executor = None
-        self._thread.join(timeout=5.0)
         for n in (self.node, self.gate, self.probe):
             if n is not None:
                 n.destroy_node()

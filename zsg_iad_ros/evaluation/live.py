@@ -184,6 +184,8 @@ def replay_into_node(bag: str, *, rate: float = 1.0, namespace: str = "",
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+    from zsg_iad_ros.ros.spin import BackgroundSpin
+
     if rate <= 0:
         raise ValueError(f"rate must be > 0, got {rate}")
     groups = _bag_groups(bag)
@@ -197,7 +199,7 @@ def replay_into_node(bag: str, *, rate: float = 1.0, namespace: str = "",
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     executor = MultiThreadedExecutor(num_threads=4, context=ctx)
-    proc = node_log = inspection = spin = player = None
+    proc = node_log = inspection = spinner = player = None
     try:
         player = rclpy.create_node(f"zsg_evaluate_live_{os.getpid()}", context=ctx)
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
@@ -228,8 +230,7 @@ def replay_into_node(bag: str, *, rate: float = 1.0, namespace: str = "",
             node_log = tempfile.TemporaryFile(mode="w+")
             proc = subprocess.Popen(cmd, stdout=node_log, stderr=subprocess.STDOUT, text=True,
                                     cwd=tempfile.gettempdir())
-        spin = threading.Thread(target=executor.spin, daemon=True)
-        spin.start()
+        spinner = BackgroundSpin(executor)
 
         def ready():
             if proc is not None and proc.poll() is not None:
@@ -268,7 +269,10 @@ def replay_into_node(bag: str, *, rate: float = 1.0, namespace: str = "",
         return {"published": published, "received": received, "accounting": accounting,
                 "drop_counts": drops, "wall_s": wall}
     finally:
-        executor.shutdown(timeout_sec=2.0)
+        if spinner is not None:
+            spinner.stop()
+        else:
+            executor.shutdown(timeout_sec=2.0)
         if inspection is not None:
             inspection.destroy_node()
         if player is not None:
@@ -283,8 +287,6 @@ def replay_into_node(bag: str, *, rate: float = 1.0, namespace: str = "",
             node_log.close()
         if rclpy.ok(context=ctx):
             rclpy.shutdown(context=ctx)
-        if spin is not None:
-            spin.join(timeout=5.0)
 
 
 def _msg_class_of(groups, topic: str):

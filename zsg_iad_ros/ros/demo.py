@@ -37,6 +37,7 @@ from zsg_iad_ros.ros import conversions as conv
 from zsg_iad_ros.ros.inspection_node import InspectionNode
 from zsg_iad_ros.ros.reject_gate import DECISION_NAMES, RejectGate
 from zsg_iad_ros.ros.replay import BagPlayer
+from zsg_iad_ros.ros.spin import BackgroundSpin
 
 STATUS_NAMES = {AnomalyReport.STATUS_NORMAL: "normal", AnomalyReport.STATUS_ANOMALOUS: "anomalous",
                 AnomalyReport.STATUS_UNKNOWN: "unknown"}
@@ -164,7 +165,7 @@ def run(bag: Path, out: Path, rate: float = 1.0, lockstep: bool = True, device: 
     out.mkdir(parents=True, exist_ok=True)
     sensor_type = _sensor_type(bag)
     rclpy.init()
-    nodes = []
+    nodes, spinner = [], None
     try:
         node = InspectionNode(parameter_overrides=[
             Parameter("device", value=device), Parameter("sensor_type", value=sensor_type),
@@ -199,8 +200,7 @@ def run(bag: Path, out: Path, rate: float = 1.0, lockstep: bool = True, device: 
         executor = MultiThreadedExecutor(num_threads=4)
         for n in nodes:
             executor.add_node(n)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
+        spinner = BackgroundSpin(executor)
         sensor_topics = [(bags.TOPIC_RGB, "sensor_msgs/msg/Image"),
                          (bags.TOPIC_SENSOR, "sensor_msgs/msg/Image"),
                          (bags.TOPIC_POINTS, "sensor_msgs/msg/PointCloud2")]
@@ -233,9 +233,9 @@ def run(bag: Path, out: Path, rate: float = 1.0, lockstep: bool = True, device: 
                    "frames": acc, "drops": drops, "seconds": round(elapsed, 1),
                    "latency_ms": {k: round(v, 1) for k, v in node.latency_ms().items()},
                    "output_folder": str(out.resolve())}
-        executor.shutdown(timeout_sec=5.0)
-        spinner.join(timeout=5.0)
     finally:
+        if spinner is not None:
+            spinner.stop()
         for n in nodes:
             n.destroy_node()
         rclpy.try_shutdown()
