@@ -16,7 +16,7 @@ Sections
 - synthetic_board: the split's circuit boards with one layout, held in a fixture (a shift of
   a few pixels): a board of one product. With --aligned, the synthetic sections'
   teach-mode runs are repeated with the aligned comparison (variation model) on (boards also
-  with `variation_grid: 256`), and the
+  with the fixed `variation_grid: 128` beside the default, which gives them 256), and the
   latency section times it on a gear of one design (and that gear without the rotational
   self-comparison, `symmetry: off`).
 - mulsen: MulSen-AD object level (RGB + infrared + 3D scan, not pixel-aligned: pixel metrics
@@ -468,12 +468,12 @@ def main(argv=None) -> int:
                             run[f"{section}_k{args.references}_aligned"] = teach_run(
                                 args, bb, samples, f"{section}, {args.references} references x"
                                 f" {args.draws} draws, aligned comparison", {"variation": True})
-                            if section == "synthetic_board":  # in a fixture: the finer grid
-                                run[f"{section}_k{args.references}_aligned_grid256"] = teach_run(
+                            if section == "synthetic_board":  # in a fixture: 256 px by default
+                                run[f"{section}_k{args.references}_aligned_grid128"] = teach_run(
                                     args, bb, samples, f"{section}, {args.references} "
                                     f"references x {args.draws} draws, aligned comparison, "
-                                    "variation_grid 256", {"variation": True,
-                                                           "variation_grid": 256})
+                                    "variation_grid 128", {"variation": True,
+                                                           "variation_grid": 128})
                     else:
                         run = {"mulsen": run_mulsen, "magnetic_tile": run_magnetic_tile}[
                             section](args, factory, samples)

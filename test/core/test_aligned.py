@@ -99,20 +99,41 @@ def test_boards_of_one_layout_are_compared_in_register(detector_factory):
     assert not any(r.is_anomalous for r in scores), [r.pred_score for r in scores]
 
 
-def test_a_finer_grid_sees_the_missing_components_of_boards_in_a_fixture(detector_factory):
-    """`variation_grid: 256` for boards held in a fixture: a missing resistor is about 2 x 1 px
-    on the default 128-px grid, within the band's positional tolerance; on 256 px each of these
-    boards with a missing component scores above every good board (measured: with 128 px one
-    of the three does not)."""
+def test_boards_in_a_fixture_get_the_finer_grid_that_sees_their_missing_components(
+        detector_factory):
+    """Boards held in a fixture: their references all lie in one pose, so the default
+    `variation_grid: 0` models them on 256 px. A missing resistor is about 2 x 1 px on the
+    128-px grid, within the band's positional tolerance; on 256 px each of these boards with a
+    missing component scores above every good board (measured: with 128 px one of the three
+    does not)."""
     def board(defect, seed):
         return generate_sample("pcb", defect, seed, design=11).frame
-    det = detector_factory(variation=True, variation_grid=256)
+    det = detector_factory(variation=True)
     det.teach([board("good", s) for s in REF_SEEDS])
+    assert det.aligned_grid("pcb") == 256
     assert det._aligned["pcb"].models["rgb"].mean.shape[:2] == (256, 256)
     good = [det.detect(board("good", s), update_memory=False).pred_score for s in range(10, 18)]
     missing = [det.detect(board("missing_part", s), update_memory=False).pred_score
                for s in (20, 21, 22)]
     assert min(missing) > max(good), (missing, good)
+
+
+def test_only_references_in_one_pose_get_the_finer_grid(detector_factory):
+    """Gears held in a fixture get the 256-px grid though each registers one or more teeth on
+    (a symmetric part matches as well turned): held unturned they match as well. Gears taught
+    in any pose stay on 128 px, where 256 px made such parts worse; an explicit
+    `variation_grid` is kept whatever the poses."""
+    def gear(seed, angle=None):
+        return generate_sample("gear", "good", seed, size=128, design=3, angle_deg=angle).frame
+    fixture = [gear(s, 0.0) for s in REF_SEEDS]
+    det = detector_factory(variation=True)
+    det.teach(fixture)
+    assert det.aligned_grid("gear") == 256
+    det.teach([gear(s) for s in REF_SEEDS])
+    assert det.variation_status["gear"] == "on" and det.aligned_grid("gear") == 128
+    fixed = detector_factory(variation=True, variation_grid=128)
+    fixed.teach(fixture)
+    assert fixed.aligned_grid("gear") == 128
     with pytest.raises(ValueError, match="variation_grid"):
         detector_factory(variation=True, variation_grid=16)
 

@@ -54,6 +54,22 @@ def test_recovers_random_rotation_and_shift(bracket):
         assert reg.ok and reg.quality > 0.9
 
 
+def test_a_fixed_angle_searches_the_shift_alone(bracket):
+    """`fixed_angle`: how well a part matches held at that turn. A shifted part held at 0
+    degrees matches as well as registered freely; a turned one does not, unless held at its
+    own turn."""
+    tmpl = make_template(bracket)
+    shifted = ndimage_turn(bracket, 0.0, (5, -4))
+    free, held = register(shifted, tmpl), register(shifted, tmpl, fixed_angle=0.0)
+    assert held.angle_deg == 0.0 and abs(held.scale - 1) < 1e-6
+    assert np.abs(held.map_uv([[C + 5, C - 4]]) - C).max() < 1.0
+    assert held.quality > free.quality - 0.02
+    turned = ndimage_turn(bracket, 40.0, (5, -4))
+    assert register(turned, tmpl, fixed_angle=0.0).quality < register(turned, tmpl).quality - 0.2
+    at_its_turn = register(turned, tmpl, fixed_angle=40.0)
+    assert at_its_turn.ok and at_its_turn.quality > 0.9
+
+
 def test_quality_high_for_same_part_low_for_unrelated(bracket):
     tmpl = make_template(bracket)
     same = register(ndimage_turn(bracket, 123.0, (4, -3)), tmpl)

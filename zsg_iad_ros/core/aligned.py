@@ -55,6 +55,16 @@ REGISTRATION_CHANNELS = {RGB: RGB_BANDS}
 #: coloured capsules and boards at 0.09-0.27. On grey parts it only added noise (gears of several
 #: designs fell from 0.67 to 0.52 image AUROC; docs/DETECTOR.md, "Aligned comparison").
 COLOUR_MIN = 0.04
+#: the model grid of a stream whose references all lie in one pose (parts held in a fixture):
+#: small components of a board, about 2 x 1 px on the default 128-px grid, lie inside the band's
+#: positional tolerance there and are seen at 256 px; parts taught in any pose stay on the
+#: default grid, where 256 px made them worse (docs/DETECTOR.md, "Model grid")
+FIXTURE_GRID = 256
+#: a reference lies in the model pose when it registers onto it turned by at most this many
+#: degrees, or matches it held unturned nearly as well as turned (NCC within IN_POSE_NCC): a
+#: symmetric part (a gear) in a fixture registers as well one tooth on
+FIXTURE_ANGLE_DEG = 3.0
+IN_POSE_NCC = 0.05
 
 
 def _colourful(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray]) -> bool:
@@ -102,6 +112,11 @@ class AlignedStream:
     #: the model pose's image in modality `on` over the whole view, as a registration
     #: template: each part is also registered on its whole view (see `inspect`)
     view: Optional[RegistrationTemplate] = None
+
+    @property
+    def grid(self) -> int:
+        """Side of the models' grid [px]."""
+        return self.models[self.on].config.grid
 
 
 def _on_grid(images: Dict[str, object], g: int) -> Dict[str, Tuple[np.ndarray, tuple]]:
@@ -252,14 +267,45 @@ def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
 
 
 def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quantile: float,
-          config: Optional[VariationConfig] = None) -> Optional[AlignedStream]:
+          config: Optional[VariationConfig] = None,
+          fixture_grid: Optional[int] = None) -> Optional[AlignedStream]:
     """Variation models and their calibration from the modality images and (H, W) foregrounds
     of 2..8 known-good, pixel-registered parts of one stream. None when the stream cannot be
     compared in register (fewer than 2 references, no RGB image to register on, a texture).
 
     quantile: the per-modality quantile the detector's threshold sits at (widens the scale for
-    few references, as for the feature memory: `ScoreStats.of_scores`)."""
+    few references, as for the feature memory: `ScoreStats.of_scores`).
+    fixture_grid: when given, a stream whose references all lie in one pose (`in_one_pose`)
+    is taught again on this grid (at most the images' side), when finer than `config`'s."""
     cfg = config or VariationConfig()
+    found = _teach(images, foregrounds, quantile, cfg)
+    if found is None or fixture_grid is None:
+        return found
+    # no finer than the images themselves
+    fine = min([int(fixture_grid)] + [min(as_hwc(im[found.on]).shape[:2]) for im in images])
+    if fine <= cfg.grid or not in_one_pose(found, images, foregrounds):
+        return found
+    return _teach(images, foregrounds, quantile, dataclasses.replace(cfg, grid=fine)) or found
+
+
+def in_one_pose(stream: AlignedStream, images: Sequence[Dict[str, object]],
+                foregrounds: Sequence[np.ndarray]) -> bool:
+    """Whether the references `stream` was taught on (their modality images and foregrounds,
+    as given to `teach`) all lie in its model pose, up to a shift: parts held in a fixture."""
+    model = stream.models[stream.on]
+    for im, fg, reg in zip(images, foregrounds, model.ref_registrations):
+        if abs((reg.angle_deg + 180.0) % 360.0 - 180.0) <= FIXTURE_ANGLE_DEG:
+            continue
+        held = register(_registration_image(stream.on, im[stream.on]), model.template, fg,
+                        fixed_angle=0.0)
+        if not (held.ok and held.quality >= reg.quality - IN_POSE_NCC):
+            return False
+    return True
+
+
+def _teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quantile: float,
+           cfg: VariationConfig) -> Optional[AlignedStream]:
+    """`teach` on the grid of `cfg`."""
     n = len(images)
     if n < 2 or any(RGB not in im for im in images):
         return None

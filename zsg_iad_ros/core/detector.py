@@ -114,11 +114,11 @@ class DetectorConfig:
     #: texture); sees missing or shifted material that patch memory cannot. Off by default:
     #: on parts that differ in design from their references it adds noise (docs/DETECTOR.md)
     variation: bool = False
-    #: side of the aligned comparison's model grid [px] (images are block-averaged to it):
-    #: 128 tolerates the interpolation of parts turned by any angle; 256 sees small components
-    #: of boards held in a fixture, but made objects in random poses worse (docs/DETECTOR.md,
-    #: "Boards of one layout")
-    variation_grid: int = 128
+    #: side of the aligned comparison's model grid [px] (images are block-averaged to it), or 0:
+    #: 256 when the references all lie in one pose (a fixture: small components of boards show
+    #: at 256 px), else 128, which tolerates the interpolation of parts taught in any pose
+    #: (256 made those worse; docs/DETECTOR.md, "Model grid")
+    variation_grid: int = 0
     #: also score each patch against the other patches of its own image (a defect stands out
     #: of its own surface, whatever the stream's other parts look like), calibrated apart and
     #: fused with the patch memory's score: 'auto' (untaught streams of surfaces: the median
@@ -184,8 +184,9 @@ class DetectorConfig:
             raise ValueError("grounding_weight must be in [0, 1]")
         if int(self.memory_patches) < 0:
             raise ValueError(f"memory_patches must be >= 0, got {self.memory_patches}")
-        if not 32 <= int(self.variation_grid) <= 1024:
-            raise ValueError(f"variation_grid must be in [32, 1024], got {self.variation_grid}")
+        if int(self.variation_grid) != 0 and not 32 <= int(self.variation_grid) <= 1024:
+            raise ValueError(f"variation_grid must be 0 (auto) or in [32, 1024], got "
+                             f"{self.variation_grid}")
         if not 0.0 <= float(self.score_margin) < 0.5:
             raise ValueError(f"score_margin must be in [0, 0.5), got {self.score_margin}")
 
@@ -509,8 +510,10 @@ class Detector:
         if len(frames) < 2:
             return "off: needs 2 or more references"
         inputs = [self._aligned_inputs(c) for c in compared]
+        grid = int(self.config.variation_grid)
         found = aligned.teach([i for i, _ in inputs], [fg for _, fg in inputs], self._quantile(),
-                              VariationConfig(grid=int(self.config.variation_grid)))
+                              VariationConfig(grid=grid) if grid else VariationConfig(),
+                              fixture_grid=None if grid else aligned.FIXTURE_GRID)
         if found is None:
             return "off: a texture (the references are self-similar), no pose to align"
         self._aligned[stream] = found
@@ -522,6 +525,12 @@ class Detector:
         the stream has no aligned comparison."""
         found = self._aligned.get(stream)
         return None if found is None else found.on
+
+    def aligned_grid(self, stream: str = "default") -> Optional[int]:
+        """Side [px] of the stream's variation model grid (`variation_grid`), None when the
+        stream has no aligned comparison."""
+        found = self._aligned.get(stream)
+        return None if found is None else found.grid
 
     def _memory_entry(self, feat: torch.Tensor) -> torch.Tensor:
         """(C, h, w) features of a part -> the (patches, C) rows kept for it in memory."""

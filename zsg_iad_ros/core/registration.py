@@ -553,12 +553,14 @@ def _fourier_shift(fm: np.ndarray, du: float, dv: float, n: int) -> np.ndarray:
                          s=(n, n))
 
 
-def register(query, template: RegistrationTemplate, mask: Optional[np.ndarray] = None
-             ) -> Registration:
+def register(query, template: RegistrationTemplate, mask: Optional[np.ndarray] = None,
+             fixed_angle: Optional[float] = None) -> Registration:
     """Register a query image to a reference template.
 
     query: (H, W[, C]) numpy or (C, H, W) torch, the same kind of image as the reference
     (its size may differ). mask: its (H, W) bool foreground (estimated when None).
+    fixed_angle: only this turn [degrees] at the images' own scale, the shift alone searched
+    (how well a part matches without turning it).
     Returns a `Registration` whose matrix maps query pixels to reference pixels."""
     cfg = template.config
     q = _prepare(query, mask, cfg)
@@ -571,28 +573,31 @@ def register(query, template: RegistrationTemplate, mask: Optional[np.ndarray] =
         return Registration(np.linalg.inv(kr) @ kq, 0.0, fr / fq, (0.0, 0.0), -1.0, False,
                             tuple(ref.shape), tuple(q.shape))
 
-    # rotation and scale: the shift between the log-polar spectra
-    coords, step = _log_polar_coords(n, cfg.n_angles, cfg.n_radii)
-    r = np.fft.irfft2(_cross_power(template.lp_fft, np.fft.rfft2(q.lp), cfg.whiten),
-                      s=q.lp.shape)
-    cols = np.fft.fftfreq(cfg.n_radii, 1.0 / cfg.n_radii)
-    # a part that looks larger has a smaller spectrum: log-radius shift d <-> work-grid scale
-    # exp(-d step); the full-resolution scale is that times fr / fq
-    if cfg.allow_scale:
-        hi, lo = -np.log(np.asarray(cfg.scale_range) * fq / fr) / step
-        allowed = (cols >= lo - 0.5) & (cols <= hi + 0.5)
+    if fixed_angle is not None:  # at the images' own scale (work-grid scale fq / fr)
+        peaks = [(float(fixed_angle), fq / fr)]
     else:
-        allowed = np.abs(cols + np.log(fq / fr) / step) <= 0.5
-    region = np.broadcast_to(allowed[None, :], r.shape).copy()
-    peaks = []
-    for _ in range(cfg.n_peaks):
-        d_ang, d_rad, _ = _subpixel_peak(r, region)
-        peaks.append((180.0 * d_ang / cfg.n_angles,  # the spectrum turns with the image
-                      float(np.exp(-d_rad * step)) if cfg.allow_scale else fq / fr))
-        # suppress this peak's neighbourhood (circularly) before looking for the next one
-        ia, ir = int(round(d_ang)) % r.shape[0], int(round(d_rad)) % r.shape[1]
-        region[np.ix_(np.arange(ia - 3, ia + 4) % r.shape[0],
-                      np.arange(ir - 3, ir + 4) % r.shape[1])] = False
+        # rotation and scale: the shift between the log-polar spectra
+        coords, step = _log_polar_coords(n, cfg.n_angles, cfg.n_radii)
+        r = np.fft.irfft2(_cross_power(template.lp_fft, np.fft.rfft2(q.lp), cfg.whiten),
+                          s=q.lp.shape)
+        cols = np.fft.fftfreq(cfg.n_radii, 1.0 / cfg.n_radii)
+        # a part that looks larger has a smaller spectrum: log-radius shift d <-> work-grid scale
+        # exp(-d step); the full-resolution scale is that times fr / fq
+        if cfg.allow_scale:
+            hi, lo = -np.log(np.asarray(cfg.scale_range) * fq / fr) / step
+            allowed = (cols >= lo - 0.5) & (cols <= hi + 0.5)
+        else:
+            allowed = np.abs(cols + np.log(fq / fr) / step) <= 0.5
+        region = np.broadcast_to(allowed[None, :], r.shape).copy()
+        peaks = []
+        for _ in range(cfg.n_peaks):
+            d_ang, d_rad, _ = _subpixel_peak(r, region)
+            peaks.append((180.0 * d_ang / cfg.n_angles,  # the spectrum turns with the image
+                          float(np.exp(-d_rad * step)) if cfg.allow_scale else fq / fr))
+            # suppress this peak's neighbourhood (circularly) before looking for the next one
+            ia, ir = int(round(d_ang)) % r.shape[0], int(round(d_rad)) % r.shape[1]
+            region[np.ix_(np.arange(ia - 3, ia + 4) % r.shape[0],
+                          np.arange(ir - 3, ir + 4) % r.shape[1])] = False
 
     def place(moved, m):
         """Phase-correlation shift of a turned signal: the best one near the matched
@@ -623,7 +628,8 @@ def register(query, template: RegistrationTemplate, mask: Optional[np.ndarray] =
                     template.ncc_mask)
 
     # the magnitude spectrum cannot tell a turn by 180 degrees apart: try both
-    cands = [c + (a, s_w) for a0, s_w in peaks for moved, m, a in turned(a0, s_w)
+    turns = 2 if fixed_angle is None else 1
+    cands = [c + (a, s_w) for a0, s_w in peaks for moved, m, a in turned(a0, s_w)[:turns]
              for c in place(moved, m)]
     if cfg.select_by_ncc or len(cands) > 4:  # the best aligned pair decides
         _, _, m_w, angle, s_w = max(cands, key=lambda c: -2.0 if np.isnan(c[1]) else c[1])

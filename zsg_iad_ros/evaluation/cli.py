@@ -51,7 +51,8 @@ def _offline_args(p: argparse.ArgumentParser) -> None:
                         "(variation model; pixel-registered frames of one product)")
     p.add_argument("--variation-grid", type=int, default=None,
                    help="with --variation: side of the variation model's grid [px] (default: "
-                        "the detector's own, 128; 256 for boards held in a fixture)")
+                        "the detector's own, 0: 256 when the references all lie in one pose, "
+                        "else 128)")
     p.add_argument("--intra-image", choices=("auto", "on", "off"), default=None,
                    help="also score each part against its own surface (default: the "
                         "detector's own, auto: streams of surfaces)")
