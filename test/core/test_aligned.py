@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from zsg_iad_ros.core import aligned
 from zsg_iad_ros.data.synthetic import generate_sample
 
 DESIGN = 11                 # one gear design: every seed is the same product in another pose
@@ -60,27 +61,27 @@ def test_missing_tooth_stands_out_where_it_is_missing(taught, good_scores):
 
 
 def test_texture_streams_and_unregistered_frames_keep_the_feature_memory(detector_factory):
-    plain, aligned = detector_factory(), detector_factory(variation=True)
+    plain, varied = detector_factory(), detector_factory(variation=True)
     refs = [generate_sample("wood", "good", s).frame for s in REF_SEEDS]
-    for det in (plain, aligned):
+    for det in (plain, varied):
         det.teach(refs)
-    assert "wood" not in aligned._aligned  # a texture has no pose to align
-    assert aligned.variation_status["wood"].startswith("off: a texture")
+    assert "wood" not in varied._aligned  # a texture has no pose to align
+    assert varied.variation_status["wood"].startswith("off: a texture")
     assert plain.variation_status == {}  # variation off: nothing to report
     part = generate_sample("wood", "good", 30).frame
-    a, b = plain.detect(part, update_memory=False), aligned.detect(part, update_memory=False)
+    a, b = plain.detect(part, update_memory=False), varied.detect(part, update_memory=False)
     assert a.pred_score == pytest.approx(b.pred_score) and "aligned" not in b.timings_ms
     # frames whose modalities are not pixel-registered cannot share one registration
     loose = [dataclasses.replace(gear("good", s).frame, registered=False) for s in REF_SEEDS]
-    aligned.teach(loose)
-    assert "gear" not in aligned._aligned
-    assert "not pixel-registered" in aligned.variation_status["gear"]
-    aligned.teach([gear("good", REF_SEEDS[0]).frame])
-    assert aligned.variation_status["gear"] == "off: needs 2 or more references"
-    aligned.teach([gear("good", s).frame for s in REF_SEEDS])
-    assert "gear" in aligned._aligned and aligned.variation_status["gear"] == "on"
-    aligned.reset("gear")
-    assert "gear" not in aligned._aligned and "gear" not in aligned.variation_status
+    varied.teach(loose)
+    assert "gear" not in varied._aligned
+    assert "not pixel-registered" in varied.variation_status["gear"]
+    varied.teach([gear("good", REF_SEEDS[0]).frame])
+    assert varied.variation_status["gear"] == "off: needs 2 or more references"
+    varied.teach([gear("good", s).frame for s in REF_SEEDS])
+    assert "gear" in varied._aligned and varied.variation_status["gear"] == "on"
+    varied.reset("gear")
+    assert "gear" not in varied._aligned and "gear" not in varied.variation_status
 
 
 def test_boards_of_one_layout_are_compared_in_register(detector_factory):
@@ -118,17 +119,26 @@ def test_boards_in_a_fixture_get_the_finer_grid_that_sees_their_missing_componen
     assert min(missing) > max(good), (missing, good)
 
 
-def test_only_references_in_one_pose_get_the_finer_grid(detector_factory):
+def test_only_references_in_one_pose_get_the_finer_grid(detector_factory, monkeypatch):
     """Gears held in a fixture get the 256-px grid though each registers one or more teeth on
-    (a symmetric part matches as well turned): held unturned they match as well. Gears taught
-    in any pose stay on 128 px, where 256 px made such parts worse; an explicit
-    `variation_grid` is kept whatever the poses."""
+    (a symmetric part matches as well turned): held unturned they match as well. Parts turned
+    away from that pose are inspected on the 128-px grid. Gears taught in any pose stay on
+    128 px, where 256 px made such parts worse; an explicit `variation_grid` is kept whatever
+    the poses."""
     def gear(seed, angle=None):
         return generate_sample("gear", "good", seed, size=128, design=3, angle_deg=angle).frame
     fixture = [gear(s, 0.0) for s in REF_SEEDS]
     det = detector_factory(variation=True)
     det.teach(fixture)
     assert det.aligned_grid("gear") == 256
+    # a part in the fixture's pose is inspected on that grid, one turned by 2.5 teeth (pitch
+    # about 14.4 degrees) on the default grid's models
+    used, choose = [], aligned.for_part
+    monkeypatch.setattr(aligned, "for_part",
+                        lambda *a: used.append(choose(*a).grid) or choose(*a))
+    for angle in (0.0, 36.0):
+        det.detect(gear(30, angle), update_memory=False)
+    assert used == [256, 128]
     det.teach([gear(s) for s in REF_SEEDS])
     assert det.variation_status["gear"] == "on" and det.aligned_grid("gear") == 128
     fixed = detector_factory(variation=True, variation_grid=128)
@@ -178,7 +188,6 @@ def test_a_change_of_hue_alone_stands_out_where_it_is(capsules, taught):
     tinted spot of the same luminance on a turned capsule (a coloured stain, a cap of the
     wrong colour) deviates where it lies, while the untinted part stays normal. A grey part's
     model leaves the hue out (nothing to compare but noise)."""
-    from zsg_iad_ros.core import aligned
     from zsg_iad_ros.data.make_sample_replay import DESIGN
 
     assert taught._aligned["gear"].models["rgb"].mean.shape[-1] == aligned.RGB_BANDS
@@ -224,8 +233,6 @@ def test_a_part_registers_on_another_image_where_one_fails(taught):
     """Each part is registered on every image the stream can register on: where one of them
     shows nothing to register (a blank frame), the others still bring the part into the
     references' pose, and its other modalities compare as normal there."""
-    from zsg_iad_ros.core import aligned
-
     stream = taught._aligned["gear"]
     assert stream.templates and stream.on not in stream.templates
     frame = gear("good", TEST_SEEDS[0]).frame

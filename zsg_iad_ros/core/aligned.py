@@ -60,9 +60,9 @@ COLOUR_MIN = 0.04
 #: positional tolerance there and are seen at 256 px; parts taught in any pose stay on the
 #: default grid, where 256 px made them worse (docs/DETECTOR.md, "Model grid")
 FIXTURE_GRID = 256
-#: a reference lies in the model pose when it registers onto it turned by at most this many
-#: degrees, or matches it held unturned nearly as well as turned (NCC within IN_POSE_NCC): a
-#: symmetric part (a gear) in a fixture registers as well one tooth on
+#: a part lies in the model pose when it registers onto it turned by at most this many degrees,
+#: or matches it held unturned nearly as well as turned (NCC within IN_POSE_NCC): a symmetric
+#: part (a gear) in a fixture registers as well one tooth on
 FIXTURE_ANGLE_DEG = 3.0
 IN_POSE_NCC = 0.05
 
@@ -112,6 +112,10 @@ class AlignedStream:
     #: the model pose's image in modality `on` over the whole view, as a registration
     #: template: each part is also registered on its whole view (see `inspect`)
     view: Optional[RegistrationTemplate] = None
+
+    #: on a finer grid than the default, the same references' models on the default grid, for
+    #: parts not in the model pose (`for_part`)
+    coarse: Optional["AlignedStream"] = None
 
     @property
     def grid(self) -> int:
@@ -276,7 +280,8 @@ def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quanti
     quantile: the per-modality quantile the detector's threshold sits at (widens the scale for
     few references, as for the feature memory: `ScoreStats.of_scores`).
     fixture_grid: when given, a stream whose references all lie in one pose (`in_one_pose`)
-    is taught again on this grid (at most the images' side), when finer than `config`'s."""
+    is taught again on this grid (at most the images' side), when finer than `config`'s; the
+    models on `config`'s grid stay for parts that are not in that pose (`for_part`)."""
     cfg = config or VariationConfig()
     found = _teach(images, foregrounds, quantile, cfg)
     if found is None or fixture_grid is None:
@@ -285,7 +290,23 @@ def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quanti
     fine = min([int(fixture_grid)] + [min(as_hwc(im[found.on]).shape[:2]) for im in images])
     if fine <= cfg.grid or not in_one_pose(found, images, foregrounds):
         return found
-    return _teach(images, foregrounds, quantile, dataclasses.replace(cfg, grid=fine)) or found
+    fixed = _teach(images, foregrounds, quantile, dataclasses.replace(cfg, grid=fine))
+    if fixed is None:
+        return found
+    fixed.coarse = found
+    return fixed
+
+
+def in_model_pose(model: VariationModel, signal, foreground: np.ndarray,
+                  reg: Registration) -> bool:
+    """Whether a part whose registration image `signal` registered onto `model`'s pose as
+    `reg` lies in that pose, up to a shift (FIXTURE_ANGLE_DEG, IN_POSE_NCC)."""
+    if not reg.ok:
+        return False
+    if abs((reg.angle_deg + 180.0) % 360.0 - 180.0) <= FIXTURE_ANGLE_DEG:
+        return True
+    held = register(signal, model.template, foreground, fixed_angle=0.0)
+    return held.ok and held.quality >= reg.quality - IN_POSE_NCC
 
 
 def in_one_pose(stream: AlignedStream, images: Sequence[Dict[str, object]],
@@ -293,14 +314,22 @@ def in_one_pose(stream: AlignedStream, images: Sequence[Dict[str, object]],
     """Whether the references `stream` was taught on (their modality images and foregrounds,
     as given to `teach`) all lie in its model pose, up to a shift: parts held in a fixture."""
     model = stream.models[stream.on]
-    for im, fg, reg in zip(images, foregrounds, model.ref_registrations):
-        if abs((reg.angle_deg + 180.0) % 360.0 - 180.0) <= FIXTURE_ANGLE_DEG:
-            continue
-        held = register(_registration_image(stream.on, im[stream.on]), model.template, fg,
-                        fixed_angle=0.0)
-        if not (held.ok and held.quality >= reg.quality - IN_POSE_NCC):
-            return False
-    return True
+    return all(in_model_pose(model, _registration_image(stream.on, im[stream.on]), fg, reg)
+               for im, fg, reg in zip(images, foregrounds, model.ref_registrations))
+
+
+def for_part(stream: AlignedStream, images: Dict[str, object], foreground: np.ndarray
+             ) -> AlignedStream:
+    """The models to inspect one part with: the stream's own, or, where they lie on a finer
+    grid and the part is not in their pose (a part turned away from the fixture's pose), the
+    default grid's (`AlignedStream.coarse`): a finer grid resolves the resampling of a turned
+    part into deviations."""
+    if stream.coarse is None:
+        return stream
+    model = stream.models[stream.on]
+    signal = _registration_image(stream.on, _as_models_see(stream.models, images)[stream.on])
+    reg = model.register(signal, foreground)
+    return stream if in_model_pose(model, signal, foreground, reg) else stream.coarse
 
 
 def _teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quantile: float,

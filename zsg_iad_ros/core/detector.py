@@ -115,9 +115,9 @@ class DetectorConfig:
     #: on parts that differ in design from their references it adds noise (docs/DETECTOR.md)
     variation: bool = False
     #: side of the aligned comparison's model grid [px] (images are block-averaged to it), or 0:
-    #: 256 when the references all lie in one pose (a fixture: small components of boards show
-    #: at 256 px), else 128, which tolerates the interpolation of parts taught in any pose
-    #: (256 made those worse; docs/DETECTOR.md, "Model grid")
+    #: 256 for the parts that lie in the pose all references lie in (a fixture: small components
+    #: of boards show at 256 px), else 128, which tolerates the interpolation of turned parts
+    #: (256 made parts in any pose worse; docs/DETECTOR.md, "Model grid")
     variation_grid: int = 0
     #: also score each patch against the other patches of its own image (a defect stands out
     #: of its own surface, whatever the stream's other parts look like), calibrated apart and
@@ -527,8 +527,9 @@ class Detector:
         return None if found is None else found.on
 
     def aligned_grid(self, stream: str = "default") -> Optional[int]:
-        """Side [px] of the stream's variation model grid (`variation_grid`), None when the
-        stream has no aligned comparison."""
+        """Side [px] of the stream's finest variation model grid (`variation_grid`; parts
+        not in the references' pose use 128 px), None when the stream has no aligned
+        comparison."""
         found = self._aligned.get(stream)
         return None if found is None else found.grid
 
@@ -957,8 +958,10 @@ class Detector:
         from . import aligned
 
         t0 = time.perf_counter()
-        maps = aligned.inspect(stream.models, *self._aligned_inputs(compared), stream.on,
-                               stream.templates, stream.view)
+        images, fg = self._aligned_inputs(compared)
+        stream = aligned.for_part(stream, images, fg)
+        maps = aligned.inspect(stream.models, images, fg, stream.on, stream.templates,
+                               stream.view)
         out = []
         for m, (dev, score) in maps.items():
             if m not in cmaps:

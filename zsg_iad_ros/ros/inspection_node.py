@@ -190,8 +190,8 @@ class InspectionNode(Node):
                 if status == "on":
                     self.get_logger().info(
                         f"stream '{stream}': aligned comparison on, parts registered on the "
-                        f"{detector.registered_on(stream)} image, "
-                        f"{detector.aligned_grid(stream)}-px model grid")
+                        f"{detector.registered_on(stream)} image, model grid up to "
+                        f"{detector.aligned_grid(stream)} px")
                 elif status is not None:  # variation: true, but this stream cannot have it
                     self.get_logger().warning(f"stream '{stream}': aligned comparison {status}")
                 if detector.symmetry_compared(stream):
