@@ -290,7 +290,9 @@ def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quanti
     fine = min([int(fixture_grid)] + [min(as_hwc(im[found.on]).shape[:2]) for im in images])
     if fine <= cfg.grid or not in_one_pose(found, images, foregrounds):
         return found
-    fixed = _teach(images, foregrounds, quantile, dataclasses.replace(cfg, grid=fine))
+    # registered on the image chosen on the default grid: choosing again on the finer one
+    # would triple the cost of teaching it
+    fixed = _teach(images, foregrounds, quantile, dataclasses.replace(cfg, grid=fine), found.on)
     if fixed is None:
         return found
     fixed.coarse = found
@@ -333,8 +335,9 @@ def for_part(stream: AlignedStream, images: Dict[str, object], foreground: np.nd
 
 
 def _teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quantile: float,
-           cfg: VariationConfig) -> Optional[AlignedStream]:
-    """`teach` on the grid of `cfg`."""
+           cfg: VariationConfig, on_only: Optional[str] = None) -> Optional[AlignedStream]:
+    """`teach` on the grid of `cfg`, registering on modality `on_only` where given (else on
+    the one of REGISTER_ON that makes the references agree best)."""
     n = len(images)
     if n < 2 or any(RGB not in im for im in images):
         return None
@@ -349,7 +352,7 @@ def _teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quant
     # image, a height map or an X-ray sees none of it, while a flat part leaves the height map
     # nothing to register on and a thermal field may hold too little structure.
     best = None
-    for on in [m for m in REGISTER_ON if all(m in im for im in images)]:
+    for on in [m for m in REGISTER_ON if all(m in im for im in images) and on_only in (None, m)]:
         models, templates, view = _build(images, fgs, cfg, on)
         loo: Dict[str, List[float]] = {m: [] for m in models}
         for i in range(n):

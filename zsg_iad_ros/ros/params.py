@@ -136,7 +136,7 @@ INSPECTION_PARAMS = (
     ParamSpec("variation_grid", 0,
               "side of the variation model's grid [px], or 0 (auto): 256 for parts in the pose "
               "all references lie in (a fixture: a board's small components show), else 128 "
-              "(parts in any pose); 256 costs about 0.15 s more per part and 2-3x the teach "
+              "(parts in any pose); 256 costs about 0.15 s more per part and 1.7x the teach "
               "time; set 128 to trade the small components for time (0 or 32..1024)",
               True, range=(0, 1024)),
     ParamSpec("intra_image", "auto",
