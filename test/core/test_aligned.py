@@ -134,8 +134,13 @@ def test_only_references_in_one_pose_get_the_finer_grid(detector_factory, monkey
     # a part in the fixture's pose is inspected on that grid, one turned by 2.5 teeth (pitch
     # about 14.4 degrees) on the default grid's models
     used, choose = [], aligned.for_part
-    monkeypatch.setattr(aligned, "for_part",
-                        lambda *a: used.append(choose(*a).grid) or choose(*a))
+
+    def recorded(*a):
+        out = choose(*a)
+        used.append(out[0].grid)
+        return out
+
+    monkeypatch.setattr(aligned, "for_part", recorded)
     for angle in (0.0, 36.0):
         det.detect(gear(30, angle), update_memory=False)
     assert used == [256, 128]

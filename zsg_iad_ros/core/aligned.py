@@ -222,15 +222,18 @@ def _build(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray],
 def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
             foreground: np.ndarray, on: str = RGB,
             templates: Optional[Dict[str, RegistrationTemplate]] = None,
-            view: Optional[RegistrationTemplate] = None
+            view: Optional[RegistrationTemplate] = None,
+            registration: Optional[Registration] = None
             ) -> Dict[str, Tuple[np.ndarray, float]]:
     """{modality: ((H, W) deviation map in spread units, its `image_score`)} of one part's
     modality images ({modality: (C, H, W) tensor or (H, W, C) array}) and its (H, W)
     foreground, registered on the image of modality `on` (the one the models were built to
-    register on) and on the other images `templates` hold; empty when every registration
-    fails (the caller keeps its unaligned maps)."""
+    register on; `registration`, where the caller has it already: `for_part`) and on the
+    other images `templates` hold; empty when every registration fails (the caller keeps its
+    unaligned maps)."""
     images = _as_models_see(models, images)
-    best = models[on].register(_registration_image(on, images[on]), foreground)
+    best = registration or models[on].register(_registration_image(on, images[on]),
+                                               foreground)
     # A near-symmetric part matches in several poses (a capsule turned by 180 degrees, a gear
     # one tooth on) with almost the same NCC, and the images disagree on a part's pose where
     # one of them is unreliable (shading and shadows move over a turned part in the colour
@@ -321,17 +324,20 @@ def in_one_pose(stream: AlignedStream, images: Sequence[Dict[str, object]],
 
 
 def for_part(stream: AlignedStream, images: Dict[str, object], foreground: np.ndarray
-             ) -> AlignedStream:
-    """The models to inspect one part with: the stream's own, or, where they lie on a finer
-    grid and the part is not in their pose (a part turned away from the fixture's pose), the
-    default grid's (`AlignedStream.coarse`): a finer grid resolves the resampling of a turned
-    part into deviations."""
+             ) -> Tuple[AlignedStream, Optional[Registration]]:
+    """The models to inspect one part with, and the part's registration on their image `on`
+    where this had to compute it (for `inspect`): the stream's own, or, where they lie on a
+    finer grid and the part is not in their pose (a part turned away from the fixture's pose),
+    the default grid's (`AlignedStream.coarse`; no registration): a finer grid resolves the
+    resampling of a turned part into deviations."""
     if stream.coarse is None:
-        return stream
+        return stream, None
     model = stream.models[stream.on]
     signal = _registration_image(stream.on, _as_models_see(stream.models, images)[stream.on])
     reg = model.register(signal, foreground)
-    return stream if in_model_pose(model, signal, foreground, reg) else stream.coarse
+    if in_model_pose(model, signal, foreground, reg):
+        return stream, reg
+    return stream.coarse, None
 
 
 def _teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quantile: float,

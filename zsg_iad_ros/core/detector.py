@@ -959,9 +959,9 @@ class Detector:
 
         t0 = time.perf_counter()
         images, fg = self._aligned_inputs(compared)
-        stream = aligned.for_part(stream, images, fg)
+        stream, reg = aligned.for_part(stream, images, fg)
         maps = aligned.inspect(stream.models, images, fg, stream.on, stream.templates,
-                               stream.view)
+                               stream.view, reg)
         out = []
         for m, (dev, score) in maps.items():
             if m not in cmaps:
