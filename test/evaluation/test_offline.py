@@ -247,3 +247,34 @@ def test_foreground_figures_reach_the_record_and_the_summary(samples, tmp_path):
     data = json.loads(open(paths["metrics"]).read())
     assert "pixel_auroc_fg" in data["configs"]["all"]["overall"]
     assert data["baselines"]["content-free map"]["polarity"] in ("bright", "dark")
+
+
+class WarmUpScorer(ContrastScorer):
+    """Test double with a stream warm-up: each stream's first 4 parts (good ones in the
+    fixture's order) are published as not confident, at the top score."""
+
+    def __init__(self, modalities):
+        super().__init__(modalities)
+        self.seen = {}
+
+    def detect(self, frame):
+        det = ContrastScorer.detect(self, frame)
+        n = self.seen[frame.stream] = self.seen.get(frame.stream, 0) + 1
+        if n <= 4:
+            det.pred_score, det.confident = 1.0, False
+        return det
+
+
+def test_the_ranking_after_the_warm_up_is_reported_beside_the_whole_one(samples, tmp_path):
+    rec = evaluate_samples(samples, WarmUpScorer, progress_every=0, name="toy")
+    overall = rec["configs"]["all"]["overall"]
+    assert overall["image_auroc"] < 0.95           # the warm-up's parts are ranked wrongly
+    assert overall["image_auroc_confident"] == 1.0  # the parts after it are not
+    assert overall["unknown_rate"] == pytest.approx(8 / 24)
+    assert rec["configs"]["all"]["category_mean"]["image_auroc_confident"] == 1.0
+    md = open(write_outputs(rec, str(tmp_path))["summary"]).read()
+    assert "after their stream's warm-up, all modalities: 1.000" in md
+    assert "0.333 of the parts here" in md and "img AUROC confident" in md
+    # a detector that is confident from the first part: no note, the same figure
+    plain = evaluate_samples(samples, ContrastScorer, progress_every=0)["configs"]["all"]
+    assert plain["overall"]["image_auroc_confident"] == plain["overall"]["image_auroc"] == 1.0

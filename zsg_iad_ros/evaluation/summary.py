@@ -15,6 +15,7 @@ HEADLINE = ("image_auroc", "image_f1_max", "pixel_auroc", "pixel_f1_max", "aupro
 _SHORT = {"image_auroc": "img AUROC", "image_f1_max": "img F1max", "pixel_auroc": "px AUROC",
           "pixel_f1_max": "px F1max", "aupro": "AUPRO@0.3", "pixel_auroc_fg": "px AUROC fg",
           "aupro_fg": "AUPRO fg", "false_alarm_rate": "false alarms",
+          "image_auroc_confident": "img AUROC confident",
           "miss_rate": "misses", "n_samples": "n", "n_categories": "categories",
           "n_good": "good", "n_defective": "defective"}
 
@@ -112,6 +113,7 @@ def markdown(record: dict, title: Optional[str] = None) -> str:
     lines += table({**overall_rows, **{f"baseline: {n}": b for n, b in baselines.items()}},
                    cols, "configuration") + [""]
     lines += _foreground_note(main["overall"], baselines)
+    lines += _warm_up_note(main["overall"])
     means = {name: c["category_mean"] for name, c in configs.items()
              if c.get("category_mean", {}).get("n_categories", 0) > 1}
     if means:
@@ -172,6 +174,18 @@ def markdown(record: dict, title: Optional[str] = None) -> str:
                       "next to them.", ""]
         lines += [f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in figs]
     return "\n".join(lines) + "\n"
+
+
+def _warm_up_note(overall: dict) -> List[str]:
+    """The image AUROC of the parts scored after their stream's warm-up, where some were not."""
+    unknown = overall.get("unknown_rate")
+    if unknown is None or not float(unknown) > 0:
+        return []
+    return [f"Image AUROC of the parts scored after their stream's warm-up, all modalities: "
+            f"{cell(overall.get('image_auroc_confident'))} (\"img AUROC confident\" in the "
+            f"category means). The first parts of an untaught stream, {cell(unknown)} of the "
+            "parts here, are scored before its history calibrates it and are published as not "
+            "confident (a cell can send them to be checked again).", ""]
 
 
 def _foreground_note(overall: dict, baselines: dict) -> List[str]:
