@@ -86,7 +86,7 @@ def compute_metrics(results: Sequence[SampleResult], latency: bool = True) -> Di
     out.update(M.decision_rates(labels, [r.is_anomalous for r in results],
                                 unknown=[not r.confident for r in results]))
     # An untaught stream's first parts are scored before its history calibrates it and are
-    # published as not confident (`Detection.confident`); on a few dozen parts a stream that
+    # published as not confident (`Detection.confident`); in a stream of a few dozen parts that
     # warm-up weighs heavily, so the ranking of the parts scored after it is reported apart,
     # beside the share of parts it leaves out (`unknown_rate`).
     sure = [r for r in results if r.confident]

@@ -182,10 +182,10 @@ def _warm_up_note(overall: dict) -> List[str]:
     if unknown is None or not float(unknown) > 0:
         return []
     return [f"Image AUROC of the parts scored after their stream's warm-up, all modalities: "
-            f"{cell(overall.get('image_auroc_confident'))} (\"img AUROC confident\" in the "
-            f"category means). The first parts of an untaught stream, {cell(unknown)} of the "
-            "parts here, are scored before its history calibrates it and are published as not "
-            "confident (a cell can send them to be checked again).", ""]
+            f"{cell(overall.get('image_auroc_confident'))}. The first parts of an untaught "
+            f"stream, {cell(unknown)} of the parts here, are scored before its history "
+            "calibrates it and are published as not confident (a cell can send them to be "
+            "checked again).", ""]
 
 
 def _foreground_note(overall: dict, baselines: dict) -> List[str]:
