@@ -364,6 +364,48 @@ def test_untaught_stream_calibrated_by_its_first_parts(detector_factory):
     assert r.confident and not st.early and not st.early_minima and st.provisional is None
 
 
+def test_warm_up_parts_are_held_and_revised_once_the_stream_is_calibrated(detector_factory):
+    """An untaught stream's first parts are scored before its history calibrates it (not
+    confident). Each is held and scored again once it does, against the memory without its own
+    entry: a defective first part, which the memory admits to bootstrap itself, is then flagged
+    where its defect lies, the good parts of the warm-up are not, and memory and history stay
+    as they were."""
+    det = detector_factory(grounding=False)
+    first, mask = plant(generate_sample(CAT, "good", 40).frame, "sensor")
+    frames = [first] + [generate_sample(CAT, "good", s).frame for s in range(41, 50)]
+    revised = {}
+    for i, frame in enumerate(frames):
+        d = det.detect(frame)
+        assert d.confident == (i >= 7) and not d.revision, i  # parts 3-7 make the history
+        st = det._streams[CAT]["sensor"]
+        if i == 0:
+            assert len(st.memory) == 1  # the defective part bootstraps the memory
+        memory, history = list(st.memory), list(st.raw_scores)
+        out = det.revise_held()
+        assert [id(e) for e in st.memory] == [id(e) for e in memory]
+        assert list(st.raw_scores) == history
+        revised.update({id(f): r for f, r in out})
+        assert bool(out) == (i == 6), i  # all at once, when the history is there
+        assert det.held_parts(CAT) == (i + 1 if i < 6 else 0)
+    assert set(revised) == {id(f) for f in frames[:7]}
+    assert all(r.confident and r.revision for r in revised.values())
+    assert revised[id(first)].is_anomalous and found_where_planted(revised[id(first)], mask)
+    assert not any(revised[id(f)].is_anomalous for f in frames[1:7])
+    assert det.unrevised == {}
+
+
+def test_warm_up_parts_let_go_unrevised_are_counted(detector_factory):
+    det = detector_factory(grounding=False)
+    for s in range(60, 63):
+        det.detect(generate_sample(CAT, "good", s).frame)
+    assert det.held_parts() == 3 and det.revise_held() == []  # not calibrated yet
+    det.reset(CAT)
+    assert det.held_parts() == 0 and det.unrevised == {CAT: 3}
+    off = detector_factory(grounding=False, revise_warm_up=False)
+    off.detect(generate_sample(CAT, "good", 60).frame)
+    assert off.held_parts() == 0 and off.revise_held() == []
+
+
 def test_threshold_override(taught):
     frame = generate_sample(CAT, "good", GOOD_SEEDS[0]).frame
     taught.set_threshold(0.0)

@@ -273,8 +273,55 @@ def test_the_ranking_after_the_warm_up_is_reported_beside_the_whole_one(samples,
     assert overall["unknown_rate"] == pytest.approx(8 / 24)
     assert rec["configs"]["all"]["category_mean"]["image_auroc_confident"] == 1.0
     md = open(write_outputs(rec, str(tmp_path))["summary"]).read()
-    assert "after their stream's warm-up, all modalities: 1.000" in md
-    assert "0.333 of the parts here" in md and "img AUROC confident" in md
+    assert "with a calibrated stream, all modalities: 1.000" in md
+    assert "0.333 of the parts" in md and "img AUROC confident" in md
     # a detector that is confident from the first part: no note, the same figure
     plain = evaluate_samples(samples, ContrastScorer, progress_every=0)["configs"]["all"]
     assert plain["overall"]["image_auroc_confident"] == plain["overall"]["image_auroc"] == 1.0
+    assert plain["overall"]["image_auroc_first"] == 1.0
+    assert plain["overall"]["revised_rate"] == 0.0
+
+
+class RevisingScorer(WarmUpScorer):
+    """Test double of held warm-up parts: each stream's first 4 parts are published as not
+    confident at the top score, held, and revised with their true score after its 6th part."""
+
+    def __init__(self, modalities):
+        super().__init__(modalities)
+        self.held = []
+
+    def detect(self, frame):
+        det = WarmUpScorer.detect(self, frame)
+        if not det.confident:
+            self.held.append(frame)
+        return det
+
+    def revise_held(self):
+        ready = [f for f in self.held if self.seen[f.stream] >= 6]
+        self.held = [f for f in self.held if all(f is not r for r in ready)]
+        out = []
+        for f in ready:
+            det = ContrastScorer.detect(self, f)
+            det.revision = True
+            out.append((f, det))
+        return out
+
+
+def test_parts_held_through_the_warm_up_are_scored_by_their_revision(samples, tmp_path):
+    rec = evaluate_samples(samples, RevisingScorer, progress_every=0, name="toy")
+    overall = rec["configs"]["all"]["overall"]
+    assert overall["image_auroc"] == 1.0  # the cell decides on the revisions
+    assert overall["image_auroc_first"] < 0.95  # as first published: the warm-up at the top
+    assert overall["revised_rate"] == pytest.approx(8 / 24)
+    assert overall["unknown_rate"] == 0.0
+    rows = rec["configs"]["all"]["per_sample"]
+    assert len(rows) == len(samples)  # one result per part, in place of its first one
+    run = rec["runs"]["all"].draws[0]
+    revised = [r for r in run if r.revised]
+    assert len(revised) == 8 and all(r.first_score == 1.0 and r.confident for r in revised)
+    assert all(r.first_score is None for r in run if not r.revised)
+    assert [r.index for r in run] == sorted(r.index for r in run)  # scoring order kept
+    md = open(write_outputs(rec, str(tmp_path))["summary"]).read()
+    assert "0.333 of the parts here, were scored before" in md
+    assert "As first published, image AUROC (all modalities) " in md
+    assert "img AUROC first published" in md

@@ -28,10 +28,18 @@ def test_offline_evaluation_with_the_detector(samples, tmp_path):
     factory = default_detector_factory(device="cpu", image_size=128)
     rec = evaluate_samples(samples, factory, progress_every=0, name="synthetic")
     run = rec["runs"]["all"].draws[0]
-    # The recorded scores are the detector's own, in stream order: rerun by hand and compare.
+    # The recorded scores are the detector's own, in stream order, a held part's those of its
+    # revision: rerun by hand and compare.
     det = factory(("rgb", "sensor", "geometry"))
-    direct = [det.detect(s.frame).pred_score for s in samples]
-    np.testing.assert_allclose([r.pred_score for r in run], direct, rtol=0, atol=1e-6)
+    direct, first = {}, {}
+    for s in samples:
+        first[id(s.frame)] = direct[id(s.frame)] = det.detect(s.frame).pred_score
+        direct.update({id(f): d.pred_score for f, d in det.revise_held()})
+    np.testing.assert_allclose([r.pred_score for r in run],
+                               [direct[id(s.frame)] for s in samples], rtol=0, atol=1e-6)
+    assert [r.revised for r in run] == [direct[id(s.frame)] != first[id(s.frame)]
+                                        for s in samples]
+    assert sum(r.revised for r in run) == 7  # the warm-up: parts 3-7 make the history
     overall = rec["configs"]["all"]["overall"]
     assert overall["n_samples"] == len(samples)
     assert 0.0 <= overall["image_auroc"] <= 1.0 and 0.0 <= overall["aupro"] <= 1.0

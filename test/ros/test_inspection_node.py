@@ -319,6 +319,39 @@ def test_report_message_content_is_consistent(make_graph):
     assert json.loads(r.report_json)["schema_version"] == r.report_schema_version
 
 
+def test_warm_up_parts_get_a_revised_report_with_their_own_stamp(make_graph):
+    """Without references a stream's first 7 parts are reported unknown (the gate holds them);
+    once its history calibrates it each gets a second report, mask and map with its own header,
+    marked as a revision and decided: the defective first part is flagged, the others pass."""
+    from zsg_iad_ros.msg import PartDecision
+
+    g = make_graph(with_gate=True)
+    for i in range(8):
+        rgb, sensor, points, _ = good_part(64, seed=100 + i, defect=(i == 0))
+        g.publish(1.0 + i, rgb, sensor, points)
+        g.wait_report(1.0 + i)
+    g.settle()
+    assert g.wait(lambda: all(len(g.reports_at(1.0 + i)) == 2 for i in range(7)))
+    assert g.wait(lambda: all(len(g.at("mask", 1.0 + i)) == 2 for i in range(7)))
+    for i in range(7):
+        first, revised = g.reports_at(1.0 + i)
+        assert first.status == AnomalyReport.STATUS_UNKNOWN and not first.revision
+        assert revised.revision and revised.header.frame_id == "cam_optical"
+        assert revised.status == (AnomalyReport.STATUS_ANOMALOUS if i == 0
+                                  else AnomalyReport.STATUS_NORMAL), (i, revised.pred_score)
+    last = g.reports_at(8.0)
+    assert len(last) == 1 and not last[0].revision
+    assert last[0].status == AnomalyReport.STATUS_NORMAL
+    assert g.wait(lambda: len(g.at("decision", 1.0)) == 2)
+    held, decided = g.at("decision", 1.0)
+    assert held.decision == PartDecision.DECISION_HOLD
+    assert decided.decision in (PartDecision.DECISION_REJECT, PartDecision.DECISION_REPAIR)
+    counts = g.node.warm_up_counts()  # the detector is shared with other tests' streams
+    assert counts["revised"] == 7 and g.node.detector.held_parts(g.ns) == 0
+    assert counts["held"] == g.node.detector.held_parts()
+    assert g.node.accounting()["frames_processed"] == 8  # revisions are not frames
+
+
 def test_reference_bag_gives_good_and_defective_parts_per_stream(tmp_path):
     from zsg_iad_ros.data.bags import write_bag
     from zsg_iad_ros.data.synthetic import generate_sample

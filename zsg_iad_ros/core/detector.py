@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -55,6 +55,9 @@ SYM = ":sym"
 SYMMETRY_MODES = ("auto", "off")
 #: false-alarm rate whose calibrated level a mask pixel must reach (see _mask_threshold)
 MASK_FALSE_ALARM_RATE = 0.01
+#: parts of one stream held through its warm-up at most (`revise_warm_up`); an older one is
+#: then let go unrevised (counted in `Detector.unrevised`): its earlier report stands
+MAX_HELD_PARTS = 16
 
 
 @dataclass
@@ -90,6 +93,11 @@ class DetectorConfig:
     #: parts of stream history before the stream's own statistics calibrate scores (until
     #: then an untaught stream's first memory parts do, scored against each other)
     min_history: int = 5
+    #: hold the parts of an untaught stream's warm-up (scored not confident, before its history
+    #: calibrates it) and score each again once the stream is calibrated, against the memory
+    #: without its own entry: `revise_held` gives the revised detections (docs/DETECTOR.md,
+    #: "A stream's warm-up")
+    revise_warm_up: bool = True
     #: fraction of memory parts averaged in mutual scoring (lowest per-part distances)
     mutual_fraction: float = 0.2
     #: rotated copies of each taught reference kept in memory (1 = none); parts that lie in any
@@ -238,6 +246,11 @@ class Detector:
         self._symmetric: Dict[str, object] = {}
         #: per taught stream with `variation` on: "on", or why the aligned comparison is off
         self.variation_status: Dict[str, str] = {}
+        #: per stream, the parts of its warm-up awaiting revision: (frame, memory entries they
+        #: added, key -> entry), oldest first (`revise_warm_up`)
+        self._held: Dict[str, List[tuple]] = {}
+        #: per stream, held parts let go without a revision (hold full, or the stream reset)
+        self.unrevised: Dict[str, int] = {}
         self._language = None
         if self.backbone.has_text and RGB in self.backbones:
             normal, anomalous = state_prompts("object")
@@ -307,6 +320,10 @@ class Detector:
 
     def reset(self, stream: Optional[str] = None) -> None:
         """Forget memory, history and taught references of one stream (or of all)."""
+        for name in (list(self._held) if stream is None else [stream]):
+            dropped = len(self._held.pop(name, []))
+            if dropped:
+                self.unrevised[name] = self.unrevised.get(name, 0) + dropped
         if stream is None:
             self._streams.clear()
             self._aligned.clear()
@@ -1081,6 +1098,7 @@ class Detector:
         # calibration exists only the decision can judge; the first parts bootstrap an empty
         # memory while it holds fewer than 2, their scores being uncalibrated.
         admit = not is_anom and (not confident or c < self.config.memory_admit_below)
+        entries: Dict[str, torch.Tensor] = {}  # key -> this part's memory entry
         if update_memory:
             self._decide_surface(frame)
             self._decide_symmetry(frame, scored["symmetric"])
@@ -1099,6 +1117,9 @@ class Detector:
                     entry = self._memory_entry(feats[m])
                     st.memory.append(entry)
                     self._remember_early(st, feats[m], entry)
+                    entries[m] = entry
+            if not confident and self.config.revise_warm_up:
+                self._hold(frame, entries)
         timings["postprocess"] = (time.perf_counter() - t0) * 1e3
         det = Detection(anomaly_map=np.clip(amap, 0, 1), pred_mask=mask,
                         pred_score=float(pred_score), threshold=float(threshold),
@@ -1107,6 +1128,71 @@ class Detector:
                         modality_maps=modality_maps, timings_ms=timings,
                         model_id=self.model_id, confident=confident)
         return self._finish(det, frame, timings, t_start)
+
+    # ---- a stream's warm-up: held, then revised ------------------------------------------
+    def _hold(self, frame: Frame, entries: Dict[str, torch.Tensor]) -> None:
+        held = self._held.setdefault(frame.stream, [])
+        held.append((frame, entries))
+        if len(held) > MAX_HELD_PARTS:
+            held.pop(0)
+            self.unrevised[frame.stream] = self.unrevised.get(frame.stream, 0) + 1
+
+    def held_parts(self, stream: Optional[str] = None) -> int:
+        """Parts of `stream` (or of every stream) held through its warm-up, awaiting
+        revision."""
+        if stream is not None:
+            return len(self._held.get(stream, []))
+        return sum(len(v) for v in list(self._held.values()))
+
+    def _calibrated(self, frame: Frame) -> bool:
+        """Whether every feature memory that would score `frame` now has a memory and the
+        stream's own calibration (history or references), as `_score` would find them."""
+        state = self._streams.get(frame.stream)
+        if state is None:
+            return False
+        used = [m for m in self.config.modalities if frame.present[m]]
+        keys = used if self.own_image_scored(frame.stream) else self._keys(used)
+        min_history = int(self.config.min_history)
+        return bool(keys) and all(
+            state[k].memory_tensor() is not None
+            and (state[k].taught is not None or len(state[k].raw_scores) >= min_history)
+            for k in keys)
+
+    @torch.inference_mode()
+    def revise_held(self, stream: Optional[str] = None) -> List[Tuple[Frame, Detection]]:
+        """Score again the held parts of `stream` (or of every stream) that the stream can now
+        calibrate, and let them go: [(frame as given to `detect`, revised Detection)], oldest
+        first, each marked `revision=True`.
+
+        A part of an untaught stream's warm-up is scored before the stream's history exists
+        (on its own statistics, then against the few parts seen so far) and published as not
+        confident; a cell holds such a part (report status unknown). Once the history calibrates
+        the stream, the part is scored like any later part: against the memory without its own
+        entry (a part must not match itself), memory and history left unchanged. Call after
+        each `detect`; it costs one scoring per revised part, all of them at the end of the
+        warm-up."""
+        out = []
+        for name in ([stream] if stream is not None else list(self._held)):
+            held = self._held.get(name, [])
+            ready = [(f, e) for f, e in held if self._calibrated(f)]
+            if not ready:
+                continue
+            self._held[name] = [(f, e) for f, e in held if not self._calibrated(f)]
+            state = self._streams[name]
+            for frame, entries in ready:
+                kept = {k: list(state[k].memory) for k in entries}
+                for k, entry in entries.items():  # the part's own entries, where still kept
+                    st = state[k]
+                    st.memory = deque((e for e in st.memory if e is not entry),
+                                      maxlen=st.memory.maxlen)
+                try:
+                    det = self._detect(frame, update_memory=False)
+                finally:
+                    for k, memory in kept.items():
+                        state[k].memory = deque(memory, maxlen=state[k].memory.maxlen)
+                det.revision = True
+                out.append((frame, det))
+        return out
 
     def _combine_views(self, m: str, cscores: Dict[str, float], views: Dict[str, float],
                        calibration: Dict[str, tuple]) -> tuple:

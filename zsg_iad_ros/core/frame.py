@@ -162,6 +162,10 @@ class Detection:
     #: False when the detector lacks the evidence to decide (no usable modality, or a cold start
     #: with neither references nor stream memory); the report's status is then "unknown".
     confident: bool = True
+    #: True when this detection revises the not-confident one made earlier of the same frame:
+    #: the part was held through its stream's warm-up and scored again once the stream's
+    #: history calibrated it (`Detector.revise_held`).
+    revision: bool = False
 
     @property
     def is_anomalous(self) -> bool:

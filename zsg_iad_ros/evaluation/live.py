@@ -54,6 +54,8 @@ class _Received:
     anomaly_map: Optional[np.ndarray] = None
     pred_mask: Optional[np.ndarray] = None
     t_report: float = float("nan")
+    #: pred_score of the first report, where a revision replaced it
+    first_score: Optional[float] = None
 
 
 class _Collector:
@@ -82,7 +84,11 @@ class _Collector:
         now = time.monotonic()
         with self.lock:
             r = self.by_stamp[_stamp_ns(msg.header)]
-            r.report, r.t_report = msg, now
+            if r.report is None:  # a revision replaces the report, not its arrival time
+                r.t_report = now
+            elif r.first_score is None:
+                r.first_score = float(r.report.pred_score)
+            r.report = msg
             self.last_arrival = now
 
     def _on_map(self, msg):
@@ -335,7 +341,8 @@ def _results_from_live(samples, exchange) -> tuple:
             anomaly_map=got.anomaly_map if usable else None,
             gt_mask=s.gt_mask if usable else None,
             pred_mask=got.pred_mask if usable else None,
-            pixel_skip_reason=why, rgb=s.frame.rgb))
+            pixel_skip_reason=why, rgb=s.frame.rgb,
+            revised=bool(rep.revision), first_score=got.first_score if rep.revision else None))
     return results, missing
 
 
@@ -347,6 +354,7 @@ def offline_agreement(samples, exchange, node_params: dict) -> dict:
     detector = Detector(detector_config_from_params(node_params))
     stream = node_params.get("stream", "default")
     d_score, d_map, same_decision = [], [], []
+    offline: Dict[int, object] = {}  # stamp -> detection (a held part's: its revision)
     for s in samples:
         stamp = int(s.frame.stamp_ns)
         if stamp not in exchange["published"]:
@@ -354,7 +362,10 @@ def offline_agreement(samples, exchange, node_params: dict) -> dict:
         frame = dataclasses.replace(s.frame, stream=stream,
                                     sensor_type=node_params.get("sensor_type",
                                                                 s.frame.sensor_type))
-        det = detector.detect(frame)
+        offline[stamp] = detector.detect(frame)
+        for held, revised in detector.revise_held():
+            offline[int(held.stamp_ns)] = revised
+    for stamp, det in offline.items():
         got = exchange["received"].get(stamp)
         if got is None or got.report is None:
             continue

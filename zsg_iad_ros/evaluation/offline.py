@@ -151,18 +151,43 @@ class RunOutput:
 def run_detector(samples: Iterable[Tuple[int, Sample]], detector, *,
                  pixel_stride: int = 1, examples: Optional[WorstExamples] = None,
                  progress: Optional[ProgressMeter] = None) -> List[SampleResult]:
-    """Score (index, sample) pairs in order with one detector; returns one result each."""
+    """Score (index, sample) pairs in order with one detector; returns one result each.
+
+    A part held through its stream's warm-up (`Detector.revise_held`, where the detector has
+    it) gets the result of its revision, which is what a cell decides on, with the score first
+    published kept as `first_score`; a part never revised keeps its first result (as does one
+    revised only in a later call, a stream carried from one bag into the next)."""
     results = []
+    revise = getattr(detector, "revise_held", None)
+    held: Dict[int, Tuple[int, Sample, float]] = {}  # id(frame) -> (position, sample, wall)
+
+    def offer(res: SampleResult, sample: Sample) -> None:
+        if examples is not None:
+            examples.offer(res, sample)
+
     for index, sample in samples:
         t0 = time.perf_counter()
         det = detector.detect(sample.frame)
         wall_ms = (time.perf_counter() - t0) * 1e3
         res = _result(index, sample, det, wall_ms, pixel_stride)
-        if examples is not None:
-            examples.offer(res, sample)
         results.append(res)
+        if revise is not None and not det.confident:
+            held[id(sample.frame)] = (len(results) - 1, sample, wall_ms)
+        else:
+            offer(res, sample)
+        for frame, revised in (revise() if revise is not None else []):
+            if id(frame) not in held:  # held in an earlier call (a stream carried over bags)
+                continue
+            pos, held_sample, wall = held.pop(id(frame))
+            first = results[pos].pred_score
+            res = _result(results[pos].index, held_sample, revised, wall, pixel_stride)
+            res.revised, res.first_score = True, first
+            results[pos] = res
+            offer(res, held_sample)
         if progress is not None:
             progress.update()
+    for pos, sample, _ in held.values():  # never revised: their first result stands
+        offer(results[pos], sample)
     return results
 
 

@@ -20,6 +20,9 @@ class SampleResult:
     gt_mask:     (h, w) bool on the same grid, None when the sample has no pixel ground truth.
     pred_mask:   (h, w) bool on the same grid, or None.
     rgb:         (H, W, 3) uint8 kept only for the few samples shown in overlays.
+    revised:     the part was held through its stream's warm-up and these are the figures of
+                 its revision (`Detector.revise_held`); `first_score` is the pred_score first
+                 published for it (not confident). For other parts `first_score` is None.
     foreground:  (h, w) bool on the same grid: where the part is, estimated from the RGB image
                  alone (`foreground.part_foreground`), for the foreground pixel metrics; None
                  when unknown. When not given, it is computed from `rgb` if that has the grid
@@ -44,6 +47,8 @@ class SampleResult:
     pixel_skip_reason: str = ""
     rgb: Optional[np.ndarray] = None
     foreground: Optional[np.ndarray] = None
+    revised: bool = False
+    first_score: Optional[float] = None
 
     def __post_init__(self):
         if (self.foreground is None and self.rgb is not None and self.gt_mask is not None
@@ -87,12 +92,18 @@ def compute_metrics(results: Sequence[SampleResult], latency: bool = True) -> Di
                                 unknown=[not r.confident for r in results]))
     # An untaught stream's first parts are scored before its history calibrates it and are
     # published as not confident (`Detection.confident`); in a stream of a few dozen parts that
-    # warm-up weighs heavily, so the ranking of the parts scored after it is reported apart,
-    # beside the share of parts it leaves out (`unknown_rate`).
+    # warm-up weighs heavily. Held, they are scored again once it does, and their revision is
+    # what the cell decides on (results carry it); the ranking as first published is reported
+    # beside it (`image_auroc_first`, with the share of revised parts), and so is the ranking of
+    # the confident parts, beside the share of parts left unknown (`unknown_rate`).
     sure = [r for r in results if r.confident]
     out["image_auroc_confident"] = (
         M.image_auroc([r.label for r in sure], [r.pred_score for r in sure]) if sure
         else M.Metric.nan("no part scored with a calibrated stream"))
+    out["image_auroc_first"] = M.image_auroc(
+        labels, [r.first_score if r.revised else r.pred_score for r in results])
+    out["revised_rate"] = (M.Metric(np.mean([r.revised for r in results])) if len(results)
+                           else M.Metric.nan("no samples"))
     checks = [c for r in results for c in r.rule_results]
     per_rule: Dict[str, List[bool]] = {}
     for c in checks:
@@ -151,7 +162,7 @@ def grouped_metrics(results: Sequence[SampleResult]) -> Dict[str, Dict[str, Dict
 
 #: Metrics averaged over categories (the usual way of reporting per-category benchmarks).
 MEAN_KEYS = ("image_auroc", "image_f1_max", "pixel_auroc", "pixel_f1_max", "aupro",
-             "pixel_auroc_fg", "aupro_fg", "image_auroc_confident")
+             "pixel_auroc_fg", "aupro_fg", "image_auroc_confident", "image_auroc_first")
 
 
 def category_mean(per_category: Dict[str, dict]) -> Dict[str, object]:

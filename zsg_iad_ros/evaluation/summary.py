@@ -16,6 +16,7 @@ _SHORT = {"image_auroc": "img AUROC", "image_f1_max": "img F1max", "pixel_auroc"
           "pixel_f1_max": "px F1max", "aupro": "AUPRO@0.3", "pixel_auroc_fg": "px AUROC fg",
           "aupro_fg": "AUPRO fg", "false_alarm_rate": "false alarms",
           "image_auroc_confident": "img AUROC confident",
+          "image_auroc_first": "img AUROC first published",
           "miss_rate": "misses", "n_samples": "n", "n_categories": "categories",
           "n_good": "good", "n_defective": "defective"}
 
@@ -177,15 +178,24 @@ def markdown(record: dict, title: Optional[str] = None) -> str:
 
 
 def _warm_up_note(overall: dict) -> List[str]:
-    """The image AUROC of the parts scored after their stream's warm-up, where some were not."""
+    """How the parts of a stream's warm-up were scored, where there were some: revised once
+    the stream was calibrated, or left not confident."""
+    lines = []
+    revised = overall.get("revised_rate")
+    if revised is not None and float(revised) > 0:
+        lines += [f"The first parts of an untaught stream, {cell(revised)} of the parts here, "
+                  "were scored before its history calibrated it, published as not confident "
+                  "(status unknown: a cell holds them), and scored again once it did; the "
+                  "figures above are those of the revisions, on which the cell decides. As "
+                  f"first published, image AUROC (all modalities) "
+                  f"{cell(overall.get('image_auroc_first'))}.", ""]
     unknown = overall.get("unknown_rate")
-    if unknown is None or not float(unknown) > 0:
-        return []
-    return [f"Image AUROC of the parts scored after their stream's warm-up, all modalities: "
-            f"{cell(overall.get('image_auroc_confident'))}. The first parts of an untaught "
-            f"stream, {cell(unknown)} of the parts here, are scored before its history "
-            "calibrates it and are published as not confident (a cell can send them to be "
-            "checked again).", ""]
+    if unknown is not None and float(unknown) > 0:
+        lines += [f"Image AUROC of the parts scored with a calibrated stream, all modalities: "
+                  f"{cell(overall.get('image_auroc_confident'))}. {cell(unknown)} of the parts "
+                  "here are published as not confident and were never revised (their stream "
+                  "was not calibrated before it ended, or revisions are off).", ""]
+    return lines
 
 
 def _foreground_note(overall: dict, baselines: dict) -> List[str]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
+from std_msgs.msg import Header
 from zsg_iad_ros.core.frame import MODALITIES, CameraIntrinsics, DefectRegion, Detection
 from zsg_iad_ros.core.report import report_to_json
 from zsg_iad_ros.data.msgconv import CURVATURE_FIELD
@@ -121,6 +122,14 @@ def image_to_sensor(msg: Image) -> np.ndarray:
     if not np.isfinite(arr).any():
         raise ConversionError("no_finite_values", "sensor image has no finite value")
     return arr
+
+
+def header_of(stamp_ns: int, frame_id: str) -> Header:
+    """Header with a stamp given in integer nanoseconds."""
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    header = Header(frame_id=frame_id)
+    header.stamp.sec, header.stamp.nanosec = sec, nanosec
+    return header
 
 
 def numpy_to_image(arr: np.ndarray, encoding: str, header=None) -> Image:
@@ -385,6 +394,7 @@ def detection_to_report(det: Detection, header, sensor_type: str, stream: str,
     msg.report_valid = (report is not None and bool(report.get("valid", True))
                         and all(r.passed for r in msg.rule_checks))
     msg.model_id = det.model_id
+    msg.revision = bool(det.revision)
     stages = dict(det.timings_ms)
     stages.update(latencies_ms or {})
     msg.latencies = [StageLatency(stage=str(k), milliseconds=float(v)) for k, v in stages.items()]

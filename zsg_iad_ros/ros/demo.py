@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 import rclpy
@@ -50,8 +51,12 @@ class OutputRecorder(Node):
         super().__init__("demo_recorder")
         self.out = out
         self.lock = threading.Lock()
-        self.reports, self.decisions, self.truth = {}, {}, {}
-        self.printed = set()
+        # per stamp: the latest report (a part of a stream's warm-up gets a revision), and
+        # every report and decision in arrival order, printed in pairs
+        self.reports, self.truth = {}, {}
+        self.report_log: Dict[str, list] = {}
+        self.decisions: Dict[str, list] = {}
+        self.printed: Dict[str, int] = {}
         self.saved = {"mask": set(), "overlay": set()}  # stamps whose image is on disk
         self.files = 0
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
@@ -103,25 +108,28 @@ class OutputRecorder(Node):
         (self.out / f"{k}_report.json").write_text(json.dumps(doc, indent=2))
         with self.lock:
             self.reports[k] = r
+            self.report_log.setdefault(k, []).append(r)
             self.files += 1
         self._maybe_print(k)
 
     def _on_decision(self, d: PartDecision):
         k = self.key(d.header)
         with self.lock:
-            self.decisions[k] = d
+            self.decisions.setdefault(k, []).append(d)
         self._maybe_print(k)
 
     def _maybe_print(self, k: str):
         with self.lock:
-            if k in self.printed or k not in self.reports or k not in self.decisions:
+            i = self.printed.get(k, 0)
+            if i >= min(len(self.report_log.get(k, [])), len(self.decisions.get(k, []))):
                 return
-            self.printed.add(k)
-            r, d, gt = self.reports[k], self.decisions[k], self.truth.get(k)
-            n = len(self.printed)
+            self.printed[k] = i + 1
+            r, d, gt = self.report_log[k][i], self.decisions[k][i], self.truth.get(k)
+            n = sum(self.printed.values())
         regions = ", ".join(f"{g.defect_type}@({g.bbox.x_offset},{g.bbox.y_offset} "
                             f"{g.bbox.width}x{g.bbox.height})" for g in r.regions) or "-"
-        print(f"[{n:3d}] stamp {k}  {STATUS_NAMES[r.status]:9s} score {r.pred_score:.3f} "
+        print(f"[{n:3d}] stamp {k}{' revised' if r.revision else ''}  "
+              f"{STATUS_NAMES[r.status]:9s} score {r.pred_score:.3f} "
               f"(thr {r.threshold:.3f})  regions: {regions}  -> "
               f"{DECISION_NAMES[d.decision]} ({d.reason})" + (f"  [truth: {gt}]" if gt else ""),
               flush=True)
@@ -224,7 +232,8 @@ def run(bag: Path, out: Path, rate: float = 1.0, lockstep: bool = True, device: 
         elapsed = time.monotonic() - t0
         acc, drops = node.accounting(), node.drop_counts()
         decisions = {}
-        for d in rec.decisions.values():
+        for log in rec.decisions.values():
+            d = log[-1]  # a revised part's last decision
             name = DECISION_NAMES[d.decision]
             decisions[name] = decisions.get(name, 0) + 1
         summary = {"parts_in": player.parts, "messages_published": counts,

@@ -46,6 +46,9 @@ except ImportError:  # pragma: no cover - depends on the install
 
 #: synchronizer input index of each modality; RGB first (its header is the output header).
 INPUTS = (RGB, SENSOR, GEOMETRY)
+#: headers of parts held through their stream's warm-up kept at most (the detector holds at most
+#: `detector.MAX_HELD_PARTS` per stream and lets older ones go unrevised)
+MAX_HELD_HEADERS = 256
 
 
 @dataclass
@@ -68,6 +71,8 @@ class _Stats:
     degraded: collections.Counter = field(default_factory=collections.Counter)
     processed: int = 0
     in_flight: int = 0
+    #: reports published again for parts held through their stream's warm-up
+    revised: int = 0
     latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100))
     done_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
 
@@ -89,6 +94,8 @@ class InspectionNode(Node):
         log = self.get_logger()
 
         self._stats = _Stats()
+        #: id(frame) -> header of each part held through its stream's warm-up
+        self._held_headers: Dict[int, object] = {}
         self._stats_lock = threading.Lock()
         self._last_warn: Dict[str, float] = {}
         self._camera_info: Optional[CameraInfo] = None
@@ -461,23 +468,48 @@ class InspectionNode(Node):
         header = job.msgs[0].header
         if not header.frame_id:
             header.frame_id = self.p["default_frame_id"]
+        if not det.confident:  # held through the stream's warm-up: its revision needs it
+            self._held_headers[id(frame)] = copy.deepcopy(header)
+        self._publish(frame, det, header, job.enqueued,
+                      {"queue": (t0 - job.enqueued) * 1e3, "conversion": (t1 - t0) * 1e3,
+                       "detect": (t2 - t1) * 1e3})
+        self._publish_revisions(frame.stream)  # before the part counts as processed
+        with self._stats_lock:
+            self._stats.processed += 1
+
+    def _publish_revisions(self, stream: str):
+        """Reports of the parts of `stream` held through its warm-up, once it can calibrate
+        them, with the header of the part's first report (same stamp: they replace it)."""
+        revise = getattr(self.detector, "revise_held", None)
+        for frame, det in (revise(stream) if revise is not None else []):
+            header = self._held_headers.pop(id(frame), None)
+            if header is None:  # its header was let go (more held parts than kept): rebuilt
+                header = conv.header_of(frame.stamp_ns, frame.frame_id)
+            self._publish(frame, det, header, time.monotonic(), {}, count_latency=False)
+            with self._stats_lock:
+                self._stats.revised += 1
+        if len(self._held_headers) > MAX_HELD_HEADERS:  # let go by the detector unrevised
+            for key in list(self._held_headers)[:-MAX_HELD_HEADERS]:
+                del self._held_headers[key]
+
+    def _publish(self, frame: Frame, det, header, since: float, latencies: Dict[str, float],
+                 count_latency: bool = True):
+        """Report, mask, anomaly map (and overlay) of one detection, all with `header`."""
         report = conv.detection_to_report(
-            det, header, self.p["sensor_type"], frame.stream, frame.cloud_frame_id,
-            {"queue": (t0 - job.enqueued) * 1e3, "conversion": (t1 - t0) * 1e3,
-             "detect": (t2 - t1) * 1e3})
+            det, header, self.p["sensor_type"], frame.stream, frame.cloud_frame_id, latencies)
         self.pub_mask.publish(conv.mask_to_image(det.pred_mask, header))
         self.pub_map.publish(conv.anomaly_map_to_image(det.anomaly_map, header))
         if self.p["publish_overlay"]:
             overlay = render_overlay(frame.rgb, det.anomaly_map, det.pred_mask)
             self.pub_overlay.publish(conv.numpy_to_image(overlay, "rgb8", header))
         done = time.monotonic()
-        total_ms = (done - job.enqueued) * 1e3
+        total_ms = (done - since) * 1e3
         report.latencies.append(StageLatency(stage="total", milliseconds=total_ms))
         self.pub_report.publish(report)
-        with self._stats_lock:
-            self._stats.processed += 1
-            self._stats.latencies_ms.append(total_ms)
-            self._stats.done_times.append(done)
+        if count_latency:
+            with self._stats_lock:
+                self._stats.latencies_ms.append(total_ms)
+                self._stats.done_times.append(done)
         if self.narrator is not None and det.report is not None:
             # Narration is slow and optional: it runs on its own worker and, when its text
             # passes every rule, a narrated copy of the report follows on its own topic.
@@ -554,6 +586,17 @@ class InspectionNode(Node):
                 "frames_dropped": dropped, "frames_pending": waiting + queued + in_flight,
                 "sync_waiting": waiting, "queue_depth": queued, "in_flight": in_flight}
 
+    def warm_up_counts(self) -> Dict[str, int]:
+        """Parts of untaught streams' warm-ups: held (reported unknown, awaiting a revision),
+        revised (a second report published for them) and let go unrevised (their unknown
+        report stands: the hold was full, or their stream was reset)."""
+        det = self.detector
+        held = getattr(det, "held_parts", None)
+        with self._stats_lock:
+            revised = self._stats.revised
+        return {"held": held() if held is not None else 0, "revised": revised,
+                "unrevised": sum(getattr(det, "unrevised", {}).values())}
+
     def drop_counts(self) -> Dict[str, Dict[str, int]]:
         with self._stats_lock:
             return {"frames": dict(self._stats.frame_drops),
@@ -597,6 +640,7 @@ class InspectionNode(Node):
                         kv("sync_backend", self._sync_backend)]
         pipe.values += [kv(f"latency_ms_{k}", f"{v:.1f}") for k, v in self.latency_ms().items()]
         pipe.values += [kv(f"drop.{k}", v) for k, v in sorted(drops["frames"].items())]
+        pipe.values += [kv(f"warm_up.{k}", v) for k, v in self.warm_up_counts().items()]
         if self.narrator is not None:
             pipe.values += [kv(f"narrator.{k}", v) for k, v in sorted(self.narrator.stats.items())]
         pipe.level = DiagnosticStatus.WARN if drops["frames"] else DiagnosticStatus.OK

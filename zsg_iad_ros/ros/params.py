@@ -120,6 +120,10 @@ INSPECTION_PARAMS = (
               "omnibus (the more significant of the two; with variation: true it also keeps "
               "the feature memory's and the variation model's scores apart)", True,
               choices=("stouffer", "max", "omnibus")),
+    ParamSpec("revise_warm_up", True,
+              "without references, a stream's first parts (its warm-up) are reported unknown "
+              "before its history calibrates it; also score them again once it does and "
+              "publish a revised report for each (same header, revision: true)", True),
     ParamSpec("memory_size", 16,
               "memory entries per stream: streamed normal parts plus taught references, each "
               "reference once per orientation [entries]", True, range=(1, 100000)),
@@ -182,6 +186,7 @@ def detector_config_dict(p: dict) -> dict:
         "target_miss_rate": p["target_miss_rate"] or None,
         "fusion": p["fusion"],
         "memory_size": p["memory_size"],
+        "revise_warm_up": p["revise_warm_up"],
         "min_region_area_px": p["min_region_area_px"],
         "score_margin": p["score_margin"],
         "variation": p["variation"],
