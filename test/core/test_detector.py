@@ -404,6 +404,20 @@ def test_warm_up_parts_let_go_unrevised_are_counted(detector_factory):
     off = detector_factory(grounding=False, revise_warm_up=False)
     off.detect(generate_sample(CAT, "good", 60).frame)
     assert off.held_parts() == 0 and off.revise_held() == []
+    # a part whose second scoring fails keeps its first report; the others are revised
+    frames = [generate_sample(CAT, "good", s).frame for s in range(41, 48)]
+    for frame in frames:
+        det.detect(frame)
+    scored = det._detect
+
+    def failing(frame, update_memory):
+        if frame is frames[2]:
+            raise RuntimeError("scoring failed")
+        return scored(frame, update_memory)
+    det._detect = failing
+    out = det.revise_held()
+    assert [id(f) for f, _ in out] == [id(f) for f in frames[:2] + frames[3:]]
+    assert det.held_parts() == 0 and det.unrevised == {CAT: 4}
 
 
 def test_threshold_override(taught):

@@ -316,6 +316,8 @@ def test_parts_held_through_the_warm_up_are_scored_by_their_revision(samples, tm
     assert overall["unknown_rate"] == 0.0
     rows = rec["configs"]["all"]["per_sample"]
     assert len(rows) == len(samples)  # one result per part, in place of its first one
+    assert sum(r["revised"] for r in rows) == 8
+    assert all(r["first_score"] == 1.0 for r in rows if r["revised"])
     run = rec["runs"]["all"].draws[0]
     revised = [r for r in run if r.revised]
     assert len(revised) == 8 and all(r.first_score == 1.0 and r.confident for r in revised)

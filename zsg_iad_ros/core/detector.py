@@ -1169,17 +1169,16 @@ class Detector:
         confident; a cell holds such a part (report status unknown). Once the history calibrates
         the stream, the part is scored like any later part: against the memory without its own
         entry (a part must not match itself), memory and history left unchanged. Call after
-        each `detect`; it costs one scoring per revised part, all of them at the end of the
-        warm-up."""
+        each `detect` (which leaves it to the caller, so that the part just scored is reported
+        first); it costs one scoring per revised part, all of them at the end of the warm-up.
+        A part whose second scoring fails keeps its first report (counted in `unrevised`)."""
         out = []
         for name in ([stream] if stream is not None else list(self._held)):
-            held = self._held.get(name, [])
-            ready = [(f, e) for f, e in held if self._calibrated(f)]
-            if not ready:
-                continue
-            self._held[name] = [(f, e) for f, e in held if not self._calibrated(f)]
-            state = self._streams[name]
-            for frame, entries in ready:
+            ready = [item for item in self._held.get(name, []) if self._calibrated(item[0])]
+            state = self._streams.get(name, {})
+            for item in ready:
+                self._held[name] = [h for h in self._held[name] if h is not item]
+                frame, entries = item
                 kept = {k: list(state[k].memory) for k in entries}
                 for k, entry in entries.items():  # the part's own entries, where still kept
                     st = state[k]
@@ -1187,6 +1186,9 @@ class Detector:
                                       maxlen=st.memory.maxlen)
                 try:
                     det = self._detect(frame, update_memory=False)
+                except Exception:  # it scored once, so this is no input error: its first
+                    self.unrevised[name] = self.unrevised.get(name, 0) + 1  # report stands
+                    continue
                 finally:
                     for k, memory in kept.items():
                         state[k].memory = deque(memory, maxlen=state[k].memory.maxlen)

@@ -106,6 +106,7 @@ def per_sample_table(results: Sequence[SampleResult]) -> List[dict]:
     return [{"sample_id": r.sample_id, "category": r.category, "defect_type": r.defect_type,
              "label": r.label, "pred_score": r.pred_score, "threshold": r.threshold,
              "anomalous": r.is_anomalous, "confident": r.confident,
+             "revised": r.revised, "first_score": r.first_score,
              "modality_scores": r.modality_scores} for r in results]
 
 

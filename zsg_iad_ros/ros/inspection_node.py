@@ -73,6 +73,8 @@ class _Stats:
     in_flight: int = 0
     #: reports published again for parts held through their stream's warm-up
     revised: int = 0
+    #: revision rounds that failed in the node (the parts' first reports stand)
+    revision_errors: int = 0
     latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100))
     done_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
 
@@ -468,12 +470,17 @@ class InspectionNode(Node):
         header = job.msgs[0].header
         if not header.frame_id:
             header.frame_id = self.p["default_frame_id"]
-        if not det.confident:  # held through the stream's warm-up: its revision needs it
+        if not det.confident and self.p["revise_warm_up"]:  # held: its revision needs it
             self._held_headers[id(frame)] = copy.deepcopy(header)
         self._publish(frame, det, header, job.enqueued,
                       {"queue": (t0 - job.enqueued) * 1e3, "conversion": (t1 - t0) * 1e3,
                        "detect": (t2 - t1) * 1e3})
-        self._publish_revisions(frame.stream)  # before the part counts as processed
+        try:  # before the part counts as processed: a lockstep player waits for them too
+            self._publish_revisions(frame.stream)
+        except Exception as e:  # the held parts' first reports stand; counted
+            with self._stats_lock:
+                self._stats.revision_errors += 1
+            self._warn("revision", f"warm-up revision failed: {type(e).__name__}: {e}")
         with self._stats_lock:
             self._stats.processed += 1
 
@@ -588,14 +595,16 @@ class InspectionNode(Node):
 
     def warm_up_counts(self) -> Dict[str, int]:
         """Parts of untaught streams' warm-ups: held (reported unknown, awaiting a revision),
-        revised (a second report published for them) and let go unrevised (their unknown
-        report stands: the hold was full, or their stream was reset)."""
+        revised (a second report published for them) and let go unrevised by the detector
+        (their unknown report stands: the hold was full, their stream was reset, or their
+        second scoring failed); revision_errors: rounds of revisions that failed to publish."""
         det = self.detector
         held = getattr(det, "held_parts", None)
         with self._stats_lock:
-            revised = self._stats.revised
+            revised, errors = self._stats.revised, self._stats.revision_errors
         return {"held": held() if held is not None else 0, "revised": revised,
-                "unrevised": sum(getattr(det, "unrevised", {}).values())}
+                "unrevised": sum(getattr(det, "unrevised", {}).values()),
+                "revision_errors": errors}
 
     def drop_counts(self) -> Dict[str, Dict[str, int]]:
         with self._stats_lock:
