@@ -96,7 +96,7 @@ class DetectorConfig:
     #: hold the parts of an untaught stream's warm-up (scored not confident, before its history
     #: calibrates it) and score each again once the stream is calibrated, against the memory
     #: without its own entry: `revise_held` gives the revised detections (docs/DETECTOR.md,
-    #: "A stream's warm-up")
+    #: "Zero-shot scoring")
     revise_warm_up: bool = True
     #: fraction of memory parts averaged in mutual scoring (lowest per-part distances)
     mutual_fraction: float = 0.2
@@ -249,7 +249,8 @@ class Detector:
         #: per stream, the parts of its warm-up awaiting revision: (frame, memory entries they
         #: added, key -> entry), oldest first (`revise_warm_up`)
         self._held: Dict[str, List[tuple]] = {}
-        #: per stream, held parts let go without a revision (hold full, or the stream reset)
+        #: per stream, held parts let go without a revision (hold full, stream reset, or their
+        #: second scoring failed)
         self.unrevised: Dict[str, int] = {}
         self._language = None
         if self.backbone.has_text and RGB in self.backbones:

@@ -193,8 +193,9 @@ def _warm_up_note(overall: dict) -> List[str]:
     if unknown is not None and float(unknown) > 0:
         lines += [f"Image AUROC of the parts scored with a calibrated stream, all modalities: "
                   f"{cell(overall.get('image_auroc_confident'))}. {cell(unknown)} of the parts "
-                  "here are published as not confident and were never revised (their stream "
-                  "was not calibrated before it ended, or revisions are off).", ""]
+                  "here are published as not confident and were never revised (no usable "
+                  "modality, their stream not calibrated before it ended, or revisions "
+                  "off).", ""]
     return lines
 
 
