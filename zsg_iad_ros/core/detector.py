@@ -1153,10 +1153,8 @@ class Detector:
             return False
         used = [m for m in self.config.modalities if frame.present[m]]
         keys = used if self.own_image_scored(frame.stream) else self._keys(used)
-        min_history = int(self.config.min_history)
         return bool(keys) and all(
-            state[k].memory_tensor() is not None
-            and (state[k].taught is not None or len(state[k].raw_scores) >= min_history)
+            (state[k].pinned or state[k].memory) and state[k].calibrated(self.config.min_history)
             for k in keys)
 
     @torch.inference_mode()

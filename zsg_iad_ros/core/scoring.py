@@ -391,6 +391,11 @@ class ModalityState:
         parts = list(self.pinned) + list(self.memory)
         return torch.stack(parts) if parts else None
 
+    def calibrated(self, min_history: int) -> bool:
+        """Whether the stream's own calibration exists: taught references, or `min_history`
+        scores of history (`score_stats` then gives neither the provisional one nor None)."""
+        return self.taught is not None or len(self.raw_scores) >= min_history
+
     def score_stats(self, min_history: int, quantile: Optional[float] = None
                     ) -> Optional[ScoreStats]:
         """Taught references first, else the stream's own history (normal-majority
@@ -398,7 +403,7 @@ class ModalityState:
         else None (cold start). ``quantile``: see ScoreStats.of_scores."""
         if self.taught is not None:
             return self.taught
-        if len(self.raw_scores) >= min_history:
+        if self.calibrated(min_history):
             return ScoreStats.of_scores(list(self.raw_scores),
                                         spread=float(np.median(self.raw_spreads)),
                                         quantile=quantile)

@@ -51,10 +51,10 @@ class OutputRecorder(Node):
         super().__init__("demo_recorder")
         self.out = out
         self.lock = threading.Lock()
-        # per stamp: the latest report (a part of a stream's warm-up gets a revision), and
-        # every report and decision in arrival order, printed in pairs
-        self.reports, self.truth = {}, {}
-        self.report_log: Dict[str, list] = {}
+        # per stamp, every report and decision in arrival order, printed in pairs (a part of
+        # a stream's warm-up gets a revision: its last report is the one decided on)
+        self.truth = {}
+        self.reports: Dict[str, list] = {}
         self.decisions: Dict[str, list] = {}
         self.printed: Dict[str, int] = {}
         self.saved = {"mask": set(), "overlay": set()}  # stamps whose image is on disk
@@ -107,8 +107,7 @@ class OutputRecorder(Node):
         }
         (self.out / f"{k}_report.json").write_text(json.dumps(doc, indent=2))
         with self.lock:
-            self.reports[k] = r
-            self.report_log.setdefault(k, []).append(r)
+            self.reports.setdefault(k, []).append(r)
             self.files += 1
         self._maybe_print(k)
 
@@ -121,10 +120,10 @@ class OutputRecorder(Node):
     def _maybe_print(self, k: str):
         with self.lock:
             i = self.printed.get(k, 0)
-            if i >= min(len(self.report_log.get(k, [])), len(self.decisions.get(k, []))):
+            if i >= min(len(self.reports.get(k, [])), len(self.decisions.get(k, []))):
                 return
             self.printed[k] = i + 1
-            r, d, gt = self.report_log[k][i], self.decisions[k][i], self.truth.get(k)
+            r, d, gt = self.reports[k][i], self.decisions[k][i], self.truth.get(k)
             n = sum(self.printed.values())
         regions = ", ".join(f"{g.defect_type}@({g.bbox.x_offset},{g.bbox.y_offset} "
                             f"{g.bbox.width}x{g.bbox.height})" for g in r.regions) or "-"
@@ -149,7 +148,8 @@ def _against_truth(rec: OutputRecorder) -> dict:
     """Parts flagged anomalous, tallied against the bag's ground truth (empty without it)."""
     out = {}
     with rec.lock:
-        for k, r in rec.reports.items():
+        for k, log in rec.reports.items():
+            r = log[-1]  # a revised part's last report
             gt = rec.truth.get(k)
             if gt is None:
                 continue

@@ -46,9 +46,6 @@ except ImportError:  # pragma: no cover - depends on the install
 
 #: synchronizer input index of each modality; RGB first (its header is the output header).
 INPUTS = (RGB, SENSOR, GEOMETRY)
-#: headers of parts held through their stream's warm-up kept at most (the detector holds at most
-#: `detector.MAX_HELD_PARTS` per stream and lets older ones go unrevised)
-MAX_HELD_HEADERS = 256
 
 
 @dataclass
@@ -96,8 +93,6 @@ class InspectionNode(Node):
         log = self.get_logger()
 
         self._stats = _Stats()
-        #: id(frame) -> header of each part held through its stream's warm-up
-        self._held_headers: Dict[int, object] = {}
         self._stats_lock = threading.Lock()
         self._last_warn: Dict[str, float] = {}
         self._camera_info: Optional[CameraInfo] = None
@@ -470,8 +465,6 @@ class InspectionNode(Node):
         header = job.msgs[0].header
         if not header.frame_id:
             header.frame_id = self.p["default_frame_id"]
-        if not det.confident and self.p["revise_warm_up"]:  # held: its revision needs it
-            self._held_headers[id(frame)] = copy.deepcopy(header)
         self._publish(frame, det, header, job.enqueued,
                       {"queue": (t0 - job.enqueued) * 1e3, "conversion": (t1 - t0) * 1e3,
                        "detect": (t2 - t1) * 1e3})
@@ -486,18 +479,14 @@ class InspectionNode(Node):
 
     def _publish_revisions(self, stream: str):
         """Reports of the parts of `stream` held through its warm-up, once it can calibrate
-        them, with the header of the part's first report (same stamp: they replace it)."""
+        them, with the header of the part's first report (same stamp and frame, which the
+        frame carries: `_to_frame`), so they replace it."""
         revise = getattr(self.detector, "revise_held", None)
         for frame, det in (revise(stream) if revise is not None else []):
-            header = self._held_headers.pop(id(frame), None)
-            if header is None:  # its header was let go (more held parts than kept): rebuilt
-                header = conv.header_of(frame.stamp_ns, frame.frame_id)
+            header = conv.header_of(frame.stamp_ns, frame.frame_id)
             self._publish(frame, det, header, time.monotonic(), {}, count_latency=False)
             with self._stats_lock:
                 self._stats.revised += 1
-        if len(self._held_headers) > MAX_HELD_HEADERS:  # let go by the detector unrevised
-            for key in list(self._held_headers)[:-MAX_HELD_HEADERS]:
-                del self._held_headers[key]
 
     def _publish(self, frame: Frame, det, header, since: float, latencies: Dict[str, float],
                  count_latency: bool = True):
