@@ -253,6 +253,43 @@ def test_a_part_registers_on_another_image_where_one_fails(taught):
             assert (score - st.loc) / st.scale < 2.0, (m, score, st)
 
 
+def test_inspect_takes_the_pose_a_full_search_takes(taught, monkeypatch):
+    """`inspect` compares near-identical candidate poses once and stops summing a pose's
+    scores once they exceed the best pose's: it returns the maps of the pose in which the part
+    deviates least, as comparing every candidate in every modality does, with fewer
+    comparisons."""
+    from zsg_iad_ros.core.variation import VariationModel
+
+    stream = taught._aligned["gear"]
+    calls = []
+    inspect_model = VariationModel.inspect
+    monkeypatch.setattr(VariationModel, "inspect",
+                        lambda self, *a, **k: calls.append(1) or inspect_model(self, *a, **k))
+    fewer = 0
+    for defect, seed in (("good", TEST_SEEDS[0]), ("good", TEST_SEEDS[1]),
+                         ("missing_part", TEST_SEEDS[0])):
+        frame = gear(defect, seed).frame
+        images, fg = taught._aligned_inputs(
+            taught._comparison_images(frame, taught._images(taught._validate(frame), {})))
+        args = (stream.models, images, fg, stream.on, stream.templates, stream.view)
+        cands = aligned.candidate_poses(*args)
+        assert len(cands) >= 2
+        seen = aligned._as_models_see(stream.models, images)  # a grey part: bands only
+        full = []
+        for reg in cands:
+            maps = {m: model.inspect(seen[m], mask=fg, registration=reg)
+                    for m, model in stream.models.items()}
+            full.append({m: (i.map, aligned.image_score(i.map)) for m, i in maps.items()})
+        want = min(full, key=lambda maps: sum(score for _, score in maps.values()))
+        calls.clear()
+        got = aligned.inspect(*args)
+        fewer += len(calls) < len(cands) * len(stream.models)
+        assert set(got) == set(want)
+        for m in want:
+            assert got[m][1] == pytest.approx(want[m][1], rel=1e-3, abs=1e-3), (defect, m)
+    assert fewer >= 2
+
+
 def test_omnibus_fusion_keeps_the_variation_models_evidence_apart(detector_factory):
     """With `fusion: omnibus` the part's score fuses each modality's feature-memory and
     variation-model scores as separate scores: a missing tooth that only the height map's

@@ -65,6 +65,10 @@ FIXTURE_GRID = 256
 #: part (a gear) in a fixture registers as well one tooth on
 FIXTURE_ANGLE_DEG = 3.0
 IN_POSE_NCC = 0.05
+#: candidate poses of one part (`inspect`) closer than this [px, at the part's corners and
+#: centre] are compared once: the models' positional tolerance is a pixel of their grid (2 px
+#: of a 256-px image on the default 128-px grid)
+SAME_POSE_PX = 0.25
 
 
 def _colourful(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray]) -> bool:
@@ -219,29 +223,21 @@ def _build(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray],
     return models, templates, view
 
 
-def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
-            foreground: np.ndarray, on: str = RGB,
-            templates: Optional[Dict[str, RegistrationTemplate]] = None,
-            view: Optional[RegistrationTemplate] = None,
-            registration: Optional[Registration] = None
-            ) -> Dict[str, Tuple[np.ndarray, float]]:
-    """{modality: ((H, W) deviation map in spread units, its `image_score`)} of one part's
-    modality images ({modality: (C, H, W) tensor or (H, W, C) array}) and its (H, W)
-    foreground, registered on the image of modality `on` (the one the models were built to
-    register on; `registration`, where the caller has it already: `for_part`) and on the
-    other images `templates` hold; empty when every registration fails (the caller keeps its
-    unaligned maps)."""
+def candidate_poses(models: Dict[str, VariationModel], images: Dict[str, object],
+                    foreground: np.ndarray, on: str = RGB,
+                    templates: Optional[Dict[str, RegistrationTemplate]] = None,
+                    view: Optional[RegistrationTemplate] = None,
+                    registration: Optional[Registration] = None) -> List[Registration]:
+    """The poses `inspect` compares a part in (arguments as there), best registration first.
+
+    A near-symmetric part matches in several poses (a capsule turned by 180 degrees, a gear
+    one tooth on) with almost the same NCC, and the images disagree on a part's pose where
+    one of them is unreliable (shading and shadows move over a turned part in the colour
+    image; a height map is blind to print): the candidates are the best pose on each image
+    and the next-best ones on `on`'s."""
     images = _as_models_see(models, images)
     best = registration or models[on].register(_registration_image(on, images[on]),
                                                foreground)
-    # A near-symmetric part matches in several poses (a capsule turned by 180 degrees, a gear
-    # one tooth on) with almost the same NCC, and the images disagree on a part's pose where
-    # one of them is unreliable (shading and shadows move over a turned part in the colour
-    # image; a height map is blind to print): the pose in which the part deviates least from
-    # the models (deviations summed over modalities, all in spread units) is taken among the
-    # best pose on each image and the next-best ones on `on`'s, so an ambiguous or misled
-    # match cannot make a good part look defective, while a real defect deviates in every
-    # pose.
     cands = [best] + [a for a in best.alternatives if a.ok]
     if view is not None:
         # A board filling the view has no outline: its foreground is its scattered components
@@ -257,20 +253,55 @@ def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
             reg = register(_registration_image(m, images[m]), t, foreground)
             if reg.ok:
                 cands.append(reg)
-    out, low = {}, np.inf
+    return cands
+
+
+def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
+            foreground: np.ndarray, on: str = RGB,
+            templates: Optional[Dict[str, RegistrationTemplate]] = None,
+            view: Optional[RegistrationTemplate] = None,
+            registration: Optional[Registration] = None
+            ) -> Dict[str, Tuple[np.ndarray, float]]:
+    """{modality: ((H, W) deviation map in spread units, its `image_score`)} of one part's
+    modality images ({modality: (C, H, W) tensor or (H, W, C) array}) and its (H, W)
+    foreground, registered on the image of modality `on` (the one the models were built to
+    register on; `registration`, where the caller has it already: `for_part`) and on the
+    other images `templates` hold; empty when every registration fails (the caller keeps its
+    unaligned maps).
+
+    The part is compared in the candidate pose (`candidate_poses`) in which it deviates least
+    from the models (image scores summed over modalities, all in spread units), so an
+    ambiguous or misled match cannot make a good part look defective, while a real defect
+    deviates in every pose."""
+    cands = candidate_poses(models, images, foreground, on, templates, view, registration)
+    images = _as_models_see(models, images)
+    out, low, seen = {}, np.inf, []
     for reg in cands:
-        maps = {}
+        # the images often agree on a pose to a fraction of a pixel: compared once
+        if any(_pose_gap(reg, r) < SAME_POSE_PX for r in seen):
+            continue
+        seen.append(reg)
+        maps, total = {}, 0.0
         for m, model in models.items():
             if m in images:
                 ins = model.inspect(images[m], mask=foreground, registration=reg)
                 if ins.fallback:
                     break
                 maps[m] = (ins.map, image_score(ins.map))
+                total += maps[m][1]
+                if total >= low:  # scores are >= 0: this pose cannot win any more
+                    break
         else:
-            total = sum(score for _, score in maps.values())
-            if total < low:
-                out, low = maps, total
+            out, low = maps, total
     return out
+
+
+def _pose_gap(a: Registration, b: Registration) -> float:
+    """Largest distance [px] between where two registrations of one query put its corners
+    and centre."""
+    h, w = a.query_shape
+    pts = np.array([[0, w, 0, w, w / 2], [0, 0, h, h, h / 2], [1, 1, 1, 1, 1]], float)
+    return float(np.abs((a.matrix @ pts - b.matrix @ pts)[:2]).max())
 
 
 def teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quantile: float,

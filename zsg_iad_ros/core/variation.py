@@ -46,7 +46,7 @@ from scipy.stats import median_abs_deviation
 
 from .registration import (Registration, RegistrationConfig, RegistrationTemplate, to_work_grid,
                            work_grid, as_hwc, foreground_mask, is_texture, make_template,
-                           register)
+                           register, warp_channels)
 
 __all__ = ["VariationConfig", "VariationModel", "Deviation", "Inspection", "image_score"]
 
@@ -142,11 +142,7 @@ def _grid_matrix(reg_matrix: np.ndarray, query_shape, model_shape, g: int) -> np
 def _warp_stack(a: np.ndarray, m_out_to_in: np.ndarray, g: int, order: int = 1,
                 cval: float = np.nan) -> np.ndarray:
     """(g, g, C) -> (g, g, C) resampled at M (u, v, 1); outside -> cval."""
-    lin = m_out_to_in[:2, :2][::-1, ::-1]
-    off = m_out_to_in[:2, 2][::-1]
-    return np.stack([ndimage.affine_transform(a[..., c], lin, offset=off, output_shape=(g, g),
-                                              order=order, cval=cval, prefilter=False)
-                     for c in range(a.shape[-1])], -1)
+    return warp_channels(a, m_out_to_in, (g, g), order, cval)
 
 
 @lru_cache(maxsize=8)
