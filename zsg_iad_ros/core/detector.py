@@ -470,7 +470,7 @@ class Detector:
         leave-one-out, as references would (scores of parts 3 to min_history + 2 then share
         one scale instead of each part's own). Dropped once the history takes over.
         The per-pair patch minima are kept, so a new part adds only its own pairs."""
-        if st.taught is not None or len(st.raw_scores) >= self.config.min_history:
+        if st.calibrated(self.config.min_history):
             st.early.clear()
             st.early_minima.clear()
             st.provisional = None
@@ -1173,11 +1173,14 @@ class Detector:
         A part whose second scoring fails keeps its first report (counted in `unrevised`)."""
         out = []
         for name in ([stream] if stream is not None else list(self._held)):
-            ready = [item for item in self._held.get(name, []) if self._calibrated(item[0])]
+            ready, waiting = [], []
+            for item in self._held.get(name, []):
+                (ready if self._calibrated(item[0]) else waiting).append(item)
+            if not ready:
+                continue
+            self._held[name] = waiting
             state = self._streams.get(name, {})
-            for item in ready:
-                self._held[name] = [h for h in self._held[name] if h is not item]
-                frame, entries = item
+            for frame, entries in ready:
                 kept = {k: list(state[k].memory) for k in entries}
                 for k, entry in entries.items():  # the part's own entries, where still kept
                     st = state[k]
