@@ -290,6 +290,44 @@ def test_inspect_takes_the_pose_a_full_search_takes(taught, monkeypatch):
     assert fewer >= 2
 
 
+def test_the_comparison_on_its_own_thread_gives_the_scores_of_one_run_in_sequence(
+        taught, monkeypatch):
+    """The aligned comparison runs on a thread of its own beside the feature memory: a part's
+    scores, map and regions are those it gets with the comparison run in the calling thread
+    after the rest, a defect's as a good part's."""
+    import threading
+    from concurrent.futures import Future
+
+    frames = [gear("good", TEST_SEEDS[2]).frame, gear("missing_part", TEST_SEEDS[1]).frame]
+    ran_on = []
+    inspect = taught._inspect_aligned
+
+    def noted(*a):
+        ran_on.append(threading.current_thread())
+        return inspect(*a)
+
+    monkeypatch.setattr(taught, "_inspect_aligned", noted)
+    beside = [taught.detect(f, update_memory=False) for f in frames]
+    assert ran_on and all(t is not threading.current_thread() for t in ran_on)
+
+    class InSequence:  # runs the comparison where it is submitted
+        def submit(self, fn, *args):
+            done = Future()
+            done.set_result(fn(*args))
+            return done
+
+    monkeypatch.setattr(taught, "_aligned_worker", InSequence)
+    ran_on.clear()
+    in_sequence = [taught.detect(f, update_memory=False) for f in frames]
+    assert ran_on == [threading.current_thread()] * len(frames)
+    for a, b in zip(beside, in_sequence):
+        assert a.pred_score == b.pred_score
+        assert a.modality_scores == b.modality_scores
+        np.testing.assert_array_equal(a.anomaly_map, b.anomaly_map)
+        assert [r.bbox_xywh for r in a.regions] == [r.bbox_xywh for r in b.regions]
+    assert beside[1].pred_score >= beside[1].threshold > beside[0].pred_score
+
+
 def test_omnibus_fusion_keeps_the_variation_models_evidence_apart(detector_factory):
     """With `fusion: omnibus` the part's score fuses each modality's feature-memory and
     variation-model scores as separate scores: a missing tooth that only the height map's

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -236,6 +237,7 @@ class Detector:
         self._force_calibrated = False
         self._streams: Dict[str, Dict[str, sc.ModalityState]] = {}
         self._aligned: Dict[str, object] = {}  # stream -> aligned.AlignedStream
+        self._aligned_thread: Optional[ThreadPoolExecutor] = None  # `_aligned_worker`
         #: stream -> pred_scores of its taught known-defective parts (`teach_defects`)
         self._limit_scores: Dict[str, List[float]] = {}
         #: per stream, 'auto' own-image scoring: the texture scores seen so far, then the
@@ -671,8 +673,7 @@ class Detector:
         timings["geometry"] = (time.perf_counter() - t0) * 1e3
         return images
 
-    def _features(self, frame: Frame, timings: dict):
-        images = self._images(frame, timings)
+    def _features(self, frame: Frame, images: Dict[str, torch.Tensor], timings: dict) -> dict:
         t0 = time.perf_counter()
         # a stream scored against its own surfaces does not use further views (see _score)
         views = not self.own_image_scored(frame.stream)
@@ -681,7 +682,7 @@ class Detector:
             emb = self.backbone.patch_embeddings(images[RGB][None].to(self.device))[0]
             feats["rgb:language"] = sc.language_map(emb, *self._language)
         timings["features"] = (time.perf_counter() - t0) * 1e3
-        return feats, images
+        return feats
 
     def _score(self, frame: Frame, timings: dict) -> dict:
         """Features and calibrated per-modality maps of a frame (memory is not touched).
@@ -694,8 +695,19 @@ class Detector:
         they run, its own-image score's, its self-comparison's and its variation model's),
         raw (modality -> (raw image score, spread)), confident (bool), symmetric (whether the
         part is symmetric; None where the self-comparison did not look)."""
-        feats, images = self._features(frame, timings)
+        images = self._images(frame, timings)
         used = [m for m in self.config.modalities if m in images]
+        by_symmetry = self._symmetry_wanted(frame)
+        in_register = frame.stream in self._aligned and frame.registered and RGB in used
+        # both pixel comparisons see the same renderings: made once
+        compared = self._comparison_images(frame, images) if by_symmetry or in_register else None
+        # The aligned comparison needs the images only: it runs on a thread of its own beside
+        # the feature memory and the self-comparison instead of after them (its numpy, scipy
+        # and torch calls release the GIL), and its result is waited for where it is fused.
+        in_aligned = (self._aligned_worker().submit(self._inspect_aligned,
+                                                    self._aligned[frame.stream], compared)
+                      if in_register else None)
+        feats = self._features(frame, images, timings)
         t0 = time.perf_counter()
         state = self._stream(frame.stream)
         cmaps: Dict[str, torch.Tensor] = {}
@@ -760,19 +772,14 @@ class Detector:
                     cscores[m] = sc.max_of_normals([cscores[m], c])
         timings["scoring"] = (time.perf_counter() - t0) * 1e3
         symmetric = None
-        by_symmetry = self._symmetry_wanted(frame)
-        in_register = frame.stream in self._aligned and frame.registered and RGB in used
-        # both pixel comparisons see the same renderings: made once
-        compared = self._comparison_images(frame, images) if by_symmetry or in_register else None
         if by_symmetry:
             symmetric, found = self._score_symmetry(state, frame, images, compared, cmaps,
                                                     raw_scores, timings)
             sources += list(found.values())
             for m, c in found.items():  # a defect one of the two sees keeps its score
                 cscores[m] = sc.max_of_normals([cscores[m], c])
-        if in_register:
-            sources += self._score_aligned(self._aligned[frame.stream], compared, cmaps,
-                                           cscores, timings)
+        if in_aligned is not None:
+            sources += self._score_aligned(in_aligned.result(), cmaps, cscores, timings)
         combined = {m: self._combine_views(m, cscores, views, calibration) for m in cscores}
         by_modality = {m: c for m, (c, _) in combined.items()}
         weights = {m: w for m, (_, w) in combined.items()}
@@ -968,11 +975,16 @@ class Detector:
             state[m + SYM] = sc.ModalityState(memory=deque(), taught=sc.ScoreStats.of_scores(
                 scores, spread=spread, quantile=self._quantile(), n_independent=len(have)))
 
-    def _score_aligned(self, stream, compared, cmaps, cscores, timings) -> List[float]:
-        """Fold the aligned comparison into the modality scores (in place): per modality the
-        image score is Stouffer's sum of the feature memory's and the variation model's
-        calibrated scores (both ~N(0, 1) on normal parts) and the map the larger of the two.
-        Returns the variation models' calibrated scores."""
+    def _aligned_worker(self) -> ThreadPoolExecutor:
+        """The thread the aligned comparison runs on (`_score`), started at its first use."""
+        if self._aligned_thread is None:
+            self._aligned_thread = ThreadPoolExecutor(1, thread_name_prefix="aligned")
+        return self._aligned_thread
+
+    def _inspect_aligned(self, stream, compared: tuple) -> tuple:
+        """The aligned comparison of one part from its comparison images
+        (`_comparison_images`): (the stream's models it was compared with, `aligned.inspect`'s
+        maps, its duration [ms])."""
         from . import aligned
 
         t0 = time.perf_counter()
@@ -980,6 +992,14 @@ class Detector:
         stream, reg = aligned.for_part(stream, images, fg)
         maps = aligned.inspect(stream.models, images, fg, stream.on, stream.templates,
                                stream.view, reg)
+        return stream, maps, (time.perf_counter() - t0) * 1e3
+
+    def _score_aligned(self, found: tuple, cmaps, cscores, timings) -> List[float]:
+        """Fold the aligned comparison (`_inspect_aligned`'s result) into the modality scores
+        (in place): per modality the image score is Stouffer's sum of the feature memory's and
+        the variation model's calibrated scores (both ~N(0, 1) on normal parts) and the map the
+        larger of the two. Returns the variation models' calibrated scores."""
+        stream, maps, timings["aligned"] = found
         out = []
         for m, (dev, score) in maps.items():
             if m not in cmaps:
@@ -991,7 +1011,6 @@ class Detector:
             # sensitivity through (turned good capsules flagged; docs/DETECTOR.md)
             cscores[m] = (cscores[m] + c_var) / np.sqrt(2.0)
             _fold_map(cmaps, m, dev, st)
-        timings["aligned"] = (time.perf_counter() - t0) * 1e3
         return out
 
     def _evidence(self, scored: dict, frame: Frame) -> torch.Tensor:
