@@ -62,6 +62,22 @@ def test_rotated_good_part_stays_in_band_missing_tooth_is_flagged(gear, models):
     assert not (res["sensor"].extra & near).any()
 
 
+def test_the_map_alone_is_the_map_that_comes_with_the_masks(gear, models):
+    """`inspect(..., masks=False)` leaves the missing / extra masks on the model grid
+    (`deviation`) and returns the same map and deviation as a full inspection."""
+    bad = rotate_sample(generate_sample("gear", "missing_part", SEED), 133.0)
+    f = bad.frame
+    fg = frame_foreground(f.rgb)
+    reg = models["rgb"].register(f.rgb, fg)
+    for m, model in models.items():
+        full = model.inspect(modality(f, m), mask=fg, registration=reg)
+        alone = model.inspect(modality(f, m), mask=fg, registration=reg, masks=False)
+        assert alone.missing is None and alone.extra is None
+        np.testing.assert_array_equal(alone.map, full.map)
+        np.testing.assert_array_equal(alone.deviation.missing, full.deviation.missing)
+    assert alone.deviation.missing.any()  # the sensor model still finds the missing tooth
+
+
 def test_extra_blob_on_the_table_and_on_the_part(gear, models):
     f = gear.frame
     fg = frame_foreground(f.rgb)

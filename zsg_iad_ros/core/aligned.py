@@ -284,7 +284,7 @@ def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
         maps, total = {}, 0.0
         for m, model in models.items():
             if m in images:
-                ins = model.inspect(images[m], mask=foreground, registration=reg)
+                ins = model.inspect(images[m], mask=foreground, registration=reg, masks=False)
                 if ins.fallback:
                     break
                 maps[m] = (ins.map, image_score(ins.map))
