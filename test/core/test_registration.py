@@ -209,3 +209,25 @@ def test_warp_channels_resamples_as_scipy_does(order, cval):
         got = warp_channels(a, out_to_in, shape, order, cval)
         assert got.shape == want.shape and got.dtype == np.float32
         np.testing.assert_allclose(got, want, atol=1e-4, equal_nan=True)
+
+
+def test_robust_standardisation_uses_scipys_mad_to_the_bit():
+    """The registration signal's robust z-score divides by the MAD written out as scipy's
+    `median_abs_deviation(..., scale="normal")` computes it (to the same bits), on images
+    with non-finite pixels and with more pixels than the subsample keeps."""
+    from scipy.stats import median_abs_deviation
+
+    from zsg_iad_ros.core.registration import _robust_z
+
+    rng = np.random.default_rng(5)
+    for size in (20, 128, 300):
+        x = (rng.standard_normal((size, size)) * rng.uniform(0.1, 50)).astype(np.float32)
+        x[rng.random(x.shape) < 0.05] = np.nan
+        v = x[np.isfinite(x)]
+        if v.size > 16384:
+            v = v[:: v.size // 16384]
+        med = float(np.median(v))
+        scale = max(float(median_abs_deviation(v, scale="normal")),
+                    1e-3 * (float(v.max()) - float(v.min())), 1e-12)
+        want = np.where(np.isfinite(x), (x - med) / scale, 0.0).astype(np.float32)
+        np.testing.assert_array_equal(_robust_z(x), want)
