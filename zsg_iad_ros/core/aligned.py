@@ -273,8 +273,8 @@ def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
     from the models (image scores summed over modalities, all in spread units), so an
     ambiguous or misled match cannot make a good part look defective, while a real defect
     deviates in every pose."""
+    images = _as_models_see(models, images)  # cut once: `candidate_poses` finds them cut
     cands = candidate_poses(models, images, foreground, on, templates, view, registration)
-    images = _as_models_see(models, images)
     out, low, seen = {}, np.inf, []
     for reg in cands:
         # the images often agree on a pose to a fraction of a pixel: compared once
