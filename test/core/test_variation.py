@@ -78,6 +78,48 @@ def test_the_map_alone_is_the_map_that_comes_with_the_masks(gear, models):
     assert alone.deviation.missing.any()  # the sensor model still finds the missing tooth
 
 
+def test_a_part_put_on_the_grid_once_gives_the_inspections_of_its_image(gear, models):
+    """`on_grid` once, then `inspect(query=..., full=False)` per pose and `to_query` for the
+    pose kept: the same deviation and map as inspecting the image itself, in every pose."""
+    bad = rotate_sample(generate_sample("gear", "missing_part", SEED), 211.0)
+    f = bad.frame
+    fg = frame_foreground(f.rgb)
+    reg = models["rgb"].register(f.rgb, fg)
+    poses = [reg] + list(reg.alternatives)
+    for m, model in models.items():
+        query = model.on_grid(modality(f, m), fg)
+        for r in poses:
+            whole = model.inspect(modality(f, m), mask=fg, registration=r)
+            grid = model.inspect(None, registration=r, query=query, full=False)
+            assert grid.map is None
+            for name in ("total", "below", "above", "missing", "extra"):
+                np.testing.assert_array_equal(getattr(grid.deviation, name),
+                                              getattr(whole.deviation, name))
+            np.testing.assert_array_equal(model.to_query(grid.deviation.total, r,
+                                                         bad.gt_mask.shape), whole.map)
+    with pytest.raises(ValueError, match="registration"):
+        models["rgb"].inspect(None, query=query)
+
+
+def test_image_score_blurs_only_around_the_deviations_with_the_same_result():
+    """The score blurs the box around a map's nonzero pixels: the same value, to the bit, as
+    blurring the whole map, wherever the deviations lie (at the border too) and whatever
+    their sign."""
+    rng = np.random.default_rng(5)
+    for i in range(400):
+        h, w = rng.integers(4, 70, 2)
+        m = np.zeros((h, w), np.float32)
+        for _ in range(rng.integers(0, 5)):
+            y, x = rng.integers(0, h), rng.integers(0, w)
+            m[y:y + rng.integers(1, 6), x:x + rng.integers(1, 6)] = rng.normal(i % 3, 2)
+        if i % 5 == 0:
+            m[rng.integers(0, h), rng.integers(0, w)] = np.nan
+        sigma = (2.0, 1.0, 0.7)[i % 3]
+        whole = float(ndimage.gaussian_filter(np.nan_to_num(m), sigma).max())
+        assert image_score(m, sigma) == whole, i
+    assert image_score(np.zeros((0, 0), np.float32)) == 0.0
+
+
 def test_extra_blob_on_the_table_and_on_the_part(gear, models):
     f = gear.frame
     fg = frame_foreground(f.rgb)

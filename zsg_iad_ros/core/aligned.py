@@ -28,8 +28,8 @@ from .frame import GEOMETRY, RGB, SENSOR
 from .scoring import ScoreStats
 from .registration import (Registration, RegistrationTemplate, as_hwc, is_texture,
                            make_template, register)
-from .variation import (VariationConfig, VariationModel, _grid_image, _grid_matrix, _warp_stack,
-                        image_score)
+from .variation import (SCORE_SIGMA_PX, VariationConfig, VariationModel, _grid_image, _grid_matrix,
+                        _warp_stack, image_score)
 
 
 #: floor of the scale of a variation model's image score [spread units]
@@ -275,24 +275,36 @@ def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
     deviates in every pose."""
     images = _as_models_see(models, images)  # cut once: `candidate_poses` finds them cut
     cands = candidate_poses(models, images, foreground, on, templates, view, registration)
-    out, low, seen = {}, np.inf, []
+    # the part on each model's grid once; each pose then only resamples it
+    grids = {m: model.on_grid(images[m], foreground)
+             for m, model in models.items() if m in images}
+    best, low, seen = None, np.inf, []
     for reg in cands:
         # the images often agree on a pose to a fraction of a pixel: compared once
         if any(_pose_gap(reg, r) < SAME_POSE_PX for r in seen):
             continue
         seen.append(reg)
-        maps, total = {}, 0.0
-        for m, model in models.items():
-            if m in images:
-                ins = model.inspect(images[m], mask=foreground, registration=reg, masks=False)
-                if ins.fallback:
-                    break
-                maps[m] = (ins.map, image_score(ins.map))
-                total += maps[m][1]
-                if total >= low:  # scores are >= 0: this pose cannot win any more
-                    break
+        devs, total = {}, 0.0
+        for m, grid in grids.items():
+            ins = models[m].inspect(None, registration=reg, query=grid, full=False)
+            if ins.fallback:
+                break
+            devs[m] = ins.deviation.total
+            # the poses are ranked on the model grid, with the blur of `image_score` on the
+            # query's pixels scaled to it: only the chosen pose's maps are brought back
+            total += image_score(devs[m], SCORE_SIGMA_PX * models[m].config.grid
+                                 / max(grid.shape))
+            if total >= low:  # scores are >= 0: this pose cannot win any more
+                break
         else:
-            out, low = maps, total
+            best, low = (reg, devs), total
+    if best is None:
+        return {}
+    reg, devs = best
+    out = {}
+    for m, dev in devs.items():
+        full = models[m].to_query(dev, reg, grids[m].shape)
+        out[m] = (full, image_score(full))
     return out
 
 

@@ -48,7 +48,8 @@ from .registration import (Registration, RegistrationConfig, RegistrationTemplat
                            work_grid, as_hwc, foreground_mask, is_texture, make_template,
                            register, warp_channels)
 
-__all__ = ["VariationConfig", "VariationModel", "Deviation", "Inspection", "image_score"]
+__all__ = ["VariationConfig", "VariationModel", "Deviation", "Inspection", "GridQuery",
+           "image_score"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,18 @@ class Inspection:
     fallback: bool = False
     reason: str = ""
     deviation: Optional[Deviation] = None
+
+
+@dataclass
+class GridQuery:
+    """One query image on a model's grid, before registration (`VariationModel.on_grid`).
+
+    image: (g, g, C) float32 (NaN where not finite); mask: (g, g, 1) float32 foreground
+    fraction; shape: (H, W) of the query image."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    shape: Tuple[int, int]
 
 
 def _grid_matrix(reg_matrix: np.ndarray, query_shape, model_shape, g: int) -> np.ndarray:
@@ -247,11 +260,31 @@ def _loo_excess(stack: np.ndarray, cfg: "VariationConfig") -> np.ndarray:
     return ndimage.gaussian_filter(r, sigma=(1.0, 1.0, 0)).astype(np.float32)
 
 
-def image_score(deviation_map: np.ndarray, sigma: float = 2.0) -> float:
+#: blur [px of the map] before an image score's maximum (`image_score`)
+SCORE_SIGMA_PX = 2.0
+
+
+def image_score(deviation_map: np.ndarray, sigma: float = SCORE_SIGMA_PX) -> float:
     """Image-level score of a deviation map (H, W): the maximum after a Gaussian blur of
-    `sigma` px, so one noisy pixel does not decide."""
+    `sigma` px, so one noisy pixel does not decide.
+
+    Deviation maps are zero outside the band's few excursions, so only the box around the
+    nonzero pixels, grown by the kernel's radius, is blurred: every value in it, and the zeros
+    outside, are those of the whole map's blur (the box's margin is zeros, so its reflected
+    border reads what the map holds there), at a fraction of the cost."""
     m = np.nan_to_num(np.asarray(deviation_map, np.float32))
-    return float(ndimage.gaussian_filter(m, sigma).max()) if m.size else 0.0
+    if not m.size:
+        return 0.0
+    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+    if not rows.size:
+        return 0.0
+    r = int(4.0 * sigma + 0.5)  # scipy's kernel radius at its default truncate=4
+    box = (slice(max(rows[0] - r, 0), rows[-1] + r + 1),
+           slice(max(cols[0] - r, 0), cols[-1] + r + 1))
+    peak = float(ndimage.gaussian_filter(m[box], sigma, truncate=4.0).max())
+    whole = box[0].stop >= m.shape[0] and box[0].start == 0 \
+        and box[1].stop >= m.shape[1] and box[1].start == 0
+    return peak if whole else max(peak, 0.0)
 
 
 class VariationModel:
@@ -453,9 +486,19 @@ class VariationModel:
                             query_to_model.ok and r.ok, r.query_shape,
                             query_to_model.query_shape)
 
+    def on_grid(self, image, mask: np.ndarray) -> GridQuery:
+        """A query's image and (H, W) bool foreground on this model's grid: the part of
+        `inspect` that does not depend on the pose, for a caller that compares one part in
+        several poses."""
+        a = as_hwc(image)
+        g = self.config.grid
+        return GridQuery(_grid_image(a, g),
+                         to_work_grid(np.asarray(mask, np.float32), g)[..., None], a.shape[:2])
+
     def inspect(self, image, mask: Optional[np.ndarray] = None, signal=None,
                 registration: Optional[Registration] = None,
-                masks: bool = True) -> Inspection:
+                masks: bool = True, query: Optional[GridQuery] = None,
+                full: bool = True) -> Inspection:
         """Compare one query part with the model; the map comes back on the query's pixels.
 
         image: the query modality image (H, W[, C]) numpy or (C, H, W) torch.
@@ -465,12 +508,16 @@ class VariationModel:
         masks: also bring the missing / extra masks back to the query's pixels (False: they
         are None, and only the model grid's `deviation` holds them; a caller that reads the
         map alone saves two resamplings).
+        query: the part's `on_grid` (then image and mask are not read); full: False leaves
+        the map None as well, only `deviation` made (`to_query` brings its map back later).
         On a texture stream or a failed registration `fallback` is True and no map is made."""
-        a = as_hwc(image)
-        qshape = a.shape[:2]
+        a = None if query is not None else as_hwc(image)
+        qshape = query.shape if query is not None else a.shape[:2]
         g = self.config.grid
         if registration is None:
             if self.alignable:
+                if query is not None:
+                    raise ValueError("a query on the grid needs its registration")
                 if mask is None:
                     mask = foreground_mask(signal if signal is not None else a)
                 registration = self.register(signal if signal is not None else a, mask)
@@ -483,26 +530,39 @@ class VariationModel:
             return Inspection(None, None, None, registration, False, True,
                               f"registration quality {registration.quality:.2f} below "
                               f"{self.config.registration.min_quality:.2f}")
+        if query is None:
+            if mask is None:
+                mask = foreground_mask(signal if signal is not None else a)
+            query = self.on_grid(a, mask)
         mg = _grid_matrix(registration.matrix, qshape, self.shape, g)
         same = np.allclose(mg, np.eye(3), atol=1e-9)  # in place: no resampling at all
 
-        def to_model(x, order=1, cval=np.nan):
-            return x if same else _warp_stack(x, np.linalg.inv(mg), g, order, cval)
+        def to_model(x, cval=np.nan):
+            return x if same else _warp_stack(x, np.linalg.inv(mg), g, 1, cval)
 
-        def to_query(x, order=1):
-            return x if same else _warp_stack(x, mg, g, order, 0.0)
-
-        aligned = to_model(_grid_image(a, g))
-        if mask is None:
-            mask = foreground_mask(signal if signal is not None else a)
-        qm = to_model(to_work_grid(np.asarray(mask, np.float32), g)[..., None], cval=0.0)
+        aligned = to_model(query.image)
+        qm = to_model(query.mask, cval=0.0)
         dev = self.deviation(aligned, qm[..., 0] > 0.5)
-        # back to the query's grid, then its full resolution
-        back = _from_grid(to_query(dev.total[..., None])[..., 0], qshape)
+        if not full:
+            return Inspection(None, None, None, registration, self.alignable, False,
+                              self.reason, dev)
+        back = self.to_query(dev.total, registration, qshape)
         if not masks:
             return Inspection(back, None, None, registration, self.alignable, False, self.reason,
                               dev)
         code = (dev.missing + 2 * dev.extra.astype(np.float32))[..., None]
-        code = _from_grid_nearest(np.round(to_query(code, 0)[..., 0]).astype(np.int8), qshape)
+        if not same:
+            code = _warp_stack(code, mg, g, 0, 0.0)
+        code = _from_grid_nearest(np.round(code[..., 0]).astype(np.int8), qshape)
         return Inspection(back, (code & 1) > 0, (code & 2) > 0, registration, self.alignable,
                           False, self.reason, dev)
+
+    def to_query(self, grid_map: np.ndarray, registration: Registration, shape) -> np.ndarray:
+        """(g, g) map on the model grid and pose -> (H, W) float32 on the pixels of the query
+        of `shape` that `registration` took to the model pose (bilinear; 0 outside)."""
+        g = self.config.grid
+        mg = _grid_matrix(registration.matrix, shape, self.shape, g)
+        x = grid_map[..., None]
+        if not np.allclose(mg, np.eye(3), atol=1e-9):
+            x = _warp_stack(x, mg, g, 1, 0.0)
+        return _from_grid(x[..., 0], shape)
