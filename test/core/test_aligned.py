@@ -290,36 +290,49 @@ def test_inspect_takes_the_pose_a_full_search_takes(taught, monkeypatch):
     assert fewer >= 2
 
 
-def test_the_comparison_on_its_own_thread_gives_the_scores_of_one_run_in_sequence(
+def test_the_comparisons_on_their_own_thread_give_the_scores_of_one_run_in_sequence(
         taught, monkeypatch):
-    """The aligned comparison runs on a thread of its own beside the feature memory: a part's
-    scores, map and regions are those it gets with the comparison run in the calling thread
-    after the rest, a defect's as a good part's."""
+    """The self-comparison and the aligned comparison run on a thread of their own beside the
+    feature memory, whose torch ops leave that thread a core meanwhile: a part's scores, map
+    and regions are those it gets with both run in the calling thread, a defect's as a good
+    part's, and torch's thread count is as it was afterwards."""
     import threading
     from concurrent.futures import Future
 
+    import torch
+
     frames = [gear("good", TEST_SEEDS[2]).frame, gear("missing_part", TEST_SEEDS[1]).frame]
-    ran_on = []
-    inspect = taught._inspect_aligned
+    ran_on, threads = [], []
+    for name in ("_inspect_aligned", "_timed_symmetry_maps"):
+        def noted(*a, _job=getattr(taught, name), _name=name):
+            ran_on.append((_name, threading.current_thread()))
+            return _job(*a)
+        monkeypatch.setattr(taught, name, noted)
+    features = taught._features
 
-    def noted(*a):
-        ran_on.append(threading.current_thread())
-        return inspect(*a)
+    def counted(*a):
+        threads.append(torch.get_num_threads())
+        return features(*a)
 
-    monkeypatch.setattr(taught, "_inspect_aligned", noted)
+    monkeypatch.setattr(taught, "_features", counted)
+    before = torch.get_num_threads()
     beside = [taught.detect(f, update_memory=False) for f in frames]
-    assert ran_on and all(t is not threading.current_thread() for t in ran_on)
+    assert {n for n, _ in ran_on} == {"_inspect_aligned", "_timed_symmetry_maps"}
+    assert all(t is not threading.current_thread() for _, t in ran_on)
+    assert torch.get_num_threads() == before
+    assert threads == [max(before - 1, 1)] * len(frames)
 
-    class InSequence:  # runs the comparison where it is submitted
+    class InSequence:  # runs a job where it is submitted
         def submit(self, fn, *args):
             done = Future()
             done.set_result(fn(*args))
             return done
 
-    monkeypatch.setattr(taught, "_aligned_worker", InSequence)
+    monkeypatch.setattr(taught, "_comparison_worker", InSequence)
     ran_on.clear()
     in_sequence = [taught.detect(f, update_memory=False) for f in frames]
-    assert ran_on == [threading.current_thread()] * len(frames)
+    assert len(ran_on) == 2 * len(frames)
+    assert all(t is threading.current_thread() for _, t in ran_on)
     for a, b in zip(beside, in_sequence):
         assert a.pred_score == b.pred_score
         assert a.modality_scores == b.modality_scores

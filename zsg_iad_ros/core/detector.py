@@ -12,6 +12,7 @@ import dataclasses
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -237,7 +238,7 @@ class Detector:
         self._force_calibrated = False
         self._streams: Dict[str, Dict[str, sc.ModalityState]] = {}
         self._aligned: Dict[str, object] = {}  # stream -> aligned.AlignedStream
-        self._aligned_thread: Optional[ThreadPoolExecutor] = None  # `_aligned_worker`
+        self._comparison_thread: Optional[ThreadPoolExecutor] = None  # `_comparison_worker`
         #: stream -> pred_scores of its taught known-defective parts (`teach_defects`)
         self._limit_scores: Dict[str, List[float]] = {}
         #: per stream, 'auto' own-image scoring: the texture scores seen so far, then the
@@ -701,12 +702,23 @@ class Detector:
         in_register = frame.stream in self._aligned and frame.registered and RGB in used
         # both pixel comparisons see the same renderings: made once
         compared = self._comparison_images(frame, images) if by_symmetry or in_register else None
-        # The aligned comparison needs the images only: it runs on a thread of its own beside
-        # the feature memory and the self-comparison instead of after them (its numpy, scipy
-        # and torch calls release the GIL), and its result is waited for where it is fused.
-        in_aligned = (self._aligned_worker().submit(self._inspect_aligned,
-                                                    self._aligned[frame.stream], compared)
+        # The pixel comparisons need the images only: they run on a thread of their own beside
+        # the feature memory (their numpy, scipy and torch calls release the GIL), and their
+        # results are waited for where they are fused. Meanwhile torch leaves that thread a
+        # core: its threads waiting for a busy core slowed the network and the memory's
+        # products more than one thread fewer does (docs/DETECTOR.md, "Figures").
+        worker = self._comparison_worker() if by_symmetry or in_register else None
+        in_symmetry = (worker.submit(self._timed_symmetry_maps, frame, images, compared)
+                       if by_symmetry else None)
+        in_aligned = (worker.submit(self._inspect_aligned, self._aligned[frame.stream], compared)
                       if in_register else None)
+        with _torch_threads_but_one(worker is not None):
+            return self._score_beside(frame, images, used, in_symmetry, in_aligned, timings)
+
+    def _score_beside(self, frame: Frame, images: Dict[str, torch.Tensor], used: List[str],
+                      in_symmetry, in_aligned, timings: dict) -> dict:
+        """`_score` from the features on, while the pixel comparisons run on their thread:
+        `in_symmetry` and `in_aligned` are their futures (None where they do not run)."""
         feats = self._features(frame, images, timings)
         t0 = time.perf_counter()
         state = self._stream(frame.stream)
@@ -772,8 +784,8 @@ class Detector:
                     cscores[m] = sc.max_of_normals([cscores[m], c])
         timings["scoring"] = (time.perf_counter() - t0) * 1e3
         symmetric = None
-        if by_symmetry:
-            symmetric, found = self._score_symmetry(state, frame, images, compared, cmaps,
+        if in_symmetry is not None:
+            symmetric, found = self._score_symmetry(state, frame, in_symmetry.result(), cmaps,
                                                     raw_scores, timings)
             sources += list(found.values())
             for m, c in found.items():  # a defect one of the two sees keeps its score
@@ -911,17 +923,21 @@ class Detector:
         out = {m: v[:1] if _grey_tensor(v) else v for m, v in out.items()}
         return symmetric, {m: sy.deviation(v, found, fg) for m, v in out.items()}, fg
 
-    def _score_symmetry(self, state, frame, images, compared, cmaps, raw_scores,
-                        timings) -> tuple:
-        """Self-comparison of a part: (whether it is symmetric, {modality:
-        calibrated score}) for the modalities already calibrated (the taught references, or
-        the stream's history, under "<modality>:sym") of a stream of symmetric parts; their
-        maps join `cmaps` (in place, each cell's peak); the raw scores go to `raw_scores` for
-        the history."""
+    def _timed_symmetry_maps(self, frame: Frame, images: Dict[str, torch.Tensor],
+                             compared: tuple) -> tuple:
+        """`_symmetry_maps` and its duration [ms] (it runs on `_comparison_worker`)."""
+        t0 = time.perf_counter()
+        return self._symmetry_maps(frame, images, compared) + ((time.perf_counter() - t0) * 1e3,)
+
+    def _score_symmetry(self, state, frame, found: tuple, cmaps, raw_scores, timings) -> tuple:
+        """Self-comparison of a part from `_timed_symmetry_maps`'s result: (whether it is
+        symmetric, {modality: calibrated score}) for the modalities already calibrated (the
+        taught references, or the stream's history, under "<modality>:sym") of a stream of
+        symmetric parts; their maps join `cmaps` (in place, each cell's peak); the raw scores
+        go to `raw_scores` for the history."""
         from . import symmetry as sy
 
-        t0 = time.perf_counter()
-        symmetric, maps, fg = self._symmetry_maps(frame, images, compared)
+        symmetric, maps, fg, timings["symmetry"] = found
         out = {}
         for m, dev in maps.items():
             if m not in cmaps:
@@ -934,7 +950,6 @@ class Detector:
                 continue
             out[m] = (s - stats.loc) / stats.scale
             _fold_map(cmaps, m, dev, stats)
-        timings["symmetry"] = (time.perf_counter() - t0) * 1e3
         return symmetric, out
 
     def _decide_symmetry(self, frame: Frame, symmetric: Optional[bool]) -> None:
@@ -975,11 +990,12 @@ class Detector:
             state[m + SYM] = sc.ModalityState(memory=deque(), taught=sc.ScoreStats.of_scores(
                 scores, spread=spread, quantile=self._quantile(), n_independent=len(have)))
 
-    def _aligned_worker(self) -> ThreadPoolExecutor:
-        """The thread the aligned comparison runs on (`_score`), started at its first use."""
-        if self._aligned_thread is None:
-            self._aligned_thread = ThreadPoolExecutor(1, thread_name_prefix="aligned")
-        return self._aligned_thread
+    def _comparison_worker(self) -> ThreadPoolExecutor:
+        """The thread the self-comparison and the aligned comparison run on (`_score`),
+        started at its first use."""
+        if self._comparison_thread is None:
+            self._comparison_thread = ThreadPoolExecutor(1, thread_name_prefix="comparison")
+        return self._comparison_thread
 
     def _inspect_aligned(self, stream, compared: tuple) -> tuple:
         """The aligned comparison of one part from its comparison images
@@ -1342,6 +1358,21 @@ class Detector:
 def _modality(key: str) -> str:
     """The modality of a feature view's key ("rgb+patchstats" -> "rgb")."""
     return key.split(VIEW, 1)[0]
+
+
+@contextmanager
+def _torch_threads_but_one(active: bool = True):
+    """torch's intra-op threads one fewer (at least one) inside the block where `active`
+    (another thread of this process works beside it); the count is restored after it."""
+    n = torch.get_num_threads()
+    if not active or n < 2:
+        yield
+        return
+    torch.set_num_threads(n - 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _fold_map(cmaps: Dict[str, torch.Tensor], m: str, dev: np.ndarray, stats) -> None:
