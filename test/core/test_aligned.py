@@ -290,35 +290,44 @@ def test_inspect_takes_the_pose_a_full_search_takes(taught, monkeypatch):
     assert fewer >= 2
 
 
+@pytest.mark.parametrize("variation", [True, False])
 def test_the_comparisons_on_their_own_thread_give_the_scores_of_one_run_in_sequence(
-        taught, monkeypatch):
-    """The self-comparison and the aligned comparison run on a thread of their own beside the
-    feature memory, whose torch ops leave that thread a core meanwhile: a part's scores, map
-    and regions are those it gets with both run in the calling thread, a defect's as a good
-    part's, and torch's thread count is as it was afterwards."""
+        taught, detector_factory, monkeypatch, variation):
+    """The part's comparison images and its aligned comparison (else its self-comparison)
+    are made on a thread of their own beside the feature memory, whose torch ops leave that
+    thread a core meanwhile: a part's scores, map and regions are those it gets with all of
+    it run in the calling thread, a defect's as a good part's, and torch's thread count is
+    as it was afterwards."""
     import threading
     from concurrent.futures import Future
 
     import torch
 
+    det = taught
+    if not variation:  # a gear of one design compared with itself turned only
+        det = detector_factory(variation=False)
+        det.teach([gear("good", s).frame for s in REF_SEEDS])
     frames = [gear("good", TEST_SEEDS[2]).frame, gear("missing_part", TEST_SEEDS[1]).frame]
     ran_on, threads = [], []
-    for name in ("_inspect_aligned", "_timed_symmetry_maps"):
-        def noted(*a, _job=getattr(taught, name), _name=name):
-            ran_on.append((_name, threading.current_thread()))
+    jobs = ("_comparison_images", "_inspect_aligned", "_timed_symmetry_maps")
+    for name in jobs:
+        def noted(*a, _job=getattr(det, name), _name=name):
+            ran_on.append((_name, threading.current_thread() is threading.main_thread()))
             return _job(*a)
-        monkeypatch.setattr(taught, name, noted)
-    features = taught._features
+        monkeypatch.setattr(det, name, noted)
+    features = det._features
 
     def counted(*a):
         threads.append(torch.get_num_threads())
         return features(*a)
 
-    monkeypatch.setattr(taught, "_features", counted)
+    monkeypatch.setattr(det, "_features", counted)
     before = torch.get_num_threads()
-    beside = [taught.detect(f, update_memory=False) for f in frames]
-    assert {n for n, _ in ran_on} == {"_inspect_aligned", "_timed_symmetry_maps"}
-    assert all(t is not threading.current_thread() for _, t in ran_on)
+    beside = [det.detect(f, update_memory=False) for f in frames]
+    # with the aligned comparison the self-comparison stays in the calling thread
+    assert sorted(set(ran_on)) == sorted(
+        [("_comparison_images", False), ("_timed_symmetry_maps", variation)]
+        + ([("_inspect_aligned", False)] if variation else []))
     assert torch.get_num_threads() == before
     assert threads == [max(before - 1, 1)] * len(frames)
 
@@ -328,11 +337,10 @@ def test_the_comparisons_on_their_own_thread_give_the_scores_of_one_run_in_seque
             done.set_result(fn(*args))
             return done
 
-    monkeypatch.setattr(taught, "_comparison_worker", InSequence)
+    monkeypatch.setattr(det, "_comparison_worker", InSequence)
     ran_on.clear()
-    in_sequence = [taught.detect(f, update_memory=False) for f in frames]
-    assert len(ran_on) == 2 * len(frames)
-    assert all(t is threading.current_thread() for _, t in ran_on)
+    in_sequence = [det.detect(f, update_memory=False) for f in frames]
+    assert ran_on and all(in_main for _, in_main in ran_on)
     for a, b in zip(beside, in_sequence):
         assert a.pred_score == b.pred_score
         assert a.modality_scores == b.modality_scores

@@ -32,6 +32,23 @@ def test_mutual_score_flags_new_patch_and_resists_poisoning():
     assert nn[5] < 1e-6
 
 
+def test_part_minima_are_the_nearest_distances_whatever_the_block_of_parts():
+    """The memory parts are taken a few at a time (fewer where the features have few channels,
+    `_parts_per_block`): each part's minima are the nearest-patch distances computed directly,
+    for any block size."""
+    g = torch.Generator().manual_seed(4)
+    for C, expected_block in ((9, 2), (128, 8)):
+        q = torch.randn(1024, C, generator=g)
+        mem = torch.randn(5, 256, C, generator=g)
+        assert sc._parts_per_block(1024, 256, C) == expected_block
+        direct = torch.stack([torch.cdist(q.double(), m.double()).min(1).values
+                              for m in mem]).float()
+        for chunk in (None, 1, 3, 8):
+            torch.testing.assert_close(sc.part_minima(q, mem, chunk), direct, rtol=1e-4,
+                                       atol=1e-4)
+    assert sc._parts_per_block(4096, 4096, 3) == 1  # a block never has fewer than one part
+
+
 def test_intra_image_score_finds_odd_patch():
     g = torch.Generator().manual_seed(1)
     f = 0.05 * torch.randn(4, 16, 16, generator=g) + torch.tensor([1.0, 0, 0, 0])[:, None, None]

@@ -700,18 +700,22 @@ class Detector:
         used = [m for m in self.config.modalities if m in images]
         by_symmetry = self._symmetry_wanted(frame)
         in_register = frame.stream in self._aligned and frame.registered and RGB in used
-        # both pixel comparisons see the same renderings: made once
-        compared = self._comparison_images(frame, images) if by_symmetry or in_register else None
         # The pixel comparisons need the images only: they run on a thread of their own beside
-        # the feature memory (their numpy, scipy and torch calls release the GIL), and their
-        # results are waited for where they are fused. Meanwhile torch leaves that thread a
-        # core: its threads waiting for a busy core slowed the network and the memory's
-        # products more than one thread fewer does (docs/DETECTOR.md, "Figures").
+        # the feature memory (their numpy, scipy and torch calls release the GIL), from one
+        # rendering of the part made there first, and their results are waited for where they
+        # are fused. The self-comparison stays in this thread where the aligned comparison
+        # runs: both on that thread kept it busy well after the feature memory was done.
+        # Meanwhile torch leaves that thread a core: its threads waiting for a busy core slowed
+        # the network and the memory's products more than one thread fewer does
+        # (docs/DETECTOR.md, "Figures").
         worker = self._comparison_worker() if by_symmetry or in_register else None
-        in_symmetry = (worker.submit(self._timed_symmetry_maps, frame, images, compared)
-                       if by_symmetry else None)
+        compared = worker.submit(self._comparison_images, frame, images) if worker else None
         in_aligned = (worker.submit(self._inspect_aligned, self._aligned[frame.stream], compared)
                       if in_register else None)
+        in_symmetry = None
+        if by_symmetry:
+            in_symmetry = (_InCallingThread if in_register else worker.submit)(
+                self._timed_symmetry_maps, frame, images, compared)
         with _torch_threads_but_one(worker is not None):
             return self._score_beside(frame, images, used, in_symmetry, in_aligned, timings)
 
@@ -924,10 +928,12 @@ class Detector:
         return symmetric, {m: sy.deviation(v, found, fg) for m, v in out.items()}, fg
 
     def _timed_symmetry_maps(self, frame: Frame, images: Dict[str, torch.Tensor],
-                             compared: tuple) -> tuple:
-        """`_symmetry_maps` and its duration [ms] (it runs on `_comparison_worker`)."""
+                             compared) -> tuple:
+        """`_symmetry_maps` and its duration [ms], the comparison images given as the future
+        of `_comparison_images` (`_score`)."""
         t0 = time.perf_counter()
-        return self._symmetry_maps(frame, images, compared) + ((time.perf_counter() - t0) * 1e3,)
+        return self._symmetry_maps(frame, images, compared.result()) + (
+            (time.perf_counter() - t0) * 1e3,)
 
     def _score_symmetry(self, state, frame, found: tuple, cmaps, raw_scores, timings) -> tuple:
         """Self-comparison of a part from `_timed_symmetry_maps`'s result: (whether it is
@@ -997,14 +1003,14 @@ class Detector:
             self._comparison_thread = ThreadPoolExecutor(1, thread_name_prefix="comparison")
         return self._comparison_thread
 
-    def _inspect_aligned(self, stream, compared: tuple) -> tuple:
-        """The aligned comparison of one part from its comparison images
-        (`_comparison_images`): (the stream's models it was compared with, `aligned.inspect`'s
-        maps, its duration [ms])."""
+    def _inspect_aligned(self, stream, compared) -> tuple:
+        """The aligned comparison of one part from its comparison images, given as the future
+        of `_comparison_images` (`_score`): (the stream's models it was compared with,
+        `aligned.inspect`'s maps, its duration [ms])."""
         from . import aligned
 
         t0 = time.perf_counter()
-        images, fg = self._aligned_inputs(compared)
+        images, fg = self._aligned_inputs(compared.result())
         stream, reg = aligned.for_part(stream, images, fg)
         maps = aligned.inspect(stream.models, images, fg, stream.on, stream.templates,
                                stream.view, reg)
@@ -1358,6 +1364,18 @@ class Detector:
 def _modality(key: str) -> str:
     """The modality of a feature view's key ("rgb+patchstats" -> "rgb")."""
     return key.split(VIEW, 1)[0]
+
+
+class _InCallingThread:
+    """A job run in the calling thread when its result is asked for (the part of the
+    `concurrent.futures.Future` interface `Detector._score` uses)."""
+
+    def __init__(self, fn, *args):
+        self._call = (fn, args)
+
+    def result(self):
+        fn, args = self._call
+        return fn(*args)
 
 
 @contextmanager
