@@ -635,6 +635,15 @@ class Detector:
 
     def _images(self, frame: Frame, timings: dict) -> Dict[str, torch.Tensor]:
         """Modality images (3, S, S) in [0, 1] for the modalities in use and present."""
+        images = self._flat_images(frame, timings)
+        images.update(self._geometry_images(frame, timings))
+        return images
+
+    def _geometry_in_use(self, frame: Frame) -> bool:
+        return GEOMETRY in self.config.modalities and bool(frame.present[GEOMETRY])
+
+    def _flat_images(self, frame: Frame, timings: dict) -> Dict[str, torch.Tensor]:
+        """`_images` of the colour image and the second sensor."""
         S = int(self.config.image_size)
         use = [m for m in self.config.modalities if frame.present[m]]
         t0 = time.perf_counter()
@@ -650,8 +659,15 @@ class Detector:
         if SENSOR in use:
             images[SENSOR] = to_three_channels(sensor_image(frame.sensor, frame.sensor_type), S)
         timings["preprocess"] = (time.perf_counter() - t0) * 1e3
+        return images
+
+    def _geometry_images(self, frame: Frame, timings: dict) -> Dict[str, torch.Tensor]:
+        """`_images` of the geometry: its image for the features and, where a pixel comparison
+        reads it, its height map ({} when the geometry is not in use)."""
+        S = int(self.config.image_size)
         t0 = time.perf_counter()
-        if GEOMETRY in use:
+        images = {}
+        if self._geometry_in_use(frame):
             no_point = "frame.points has no valid point (all NaN / non-positive depth)"
             # A scanner's own curvature is computed on its full mesh: the maps derived from
             # the points are a fall-back (docs/DETECTOR.md, "Features per modality"), computed
@@ -696,34 +712,48 @@ class Detector:
         they run, its own-image score's, its self-comparison's and its variation model's),
         raw (modality -> (raw image score, spread)), confident (bool), symmetric (whether the
         part is symmetric; None where the self-comparison did not look)."""
-        images = self._images(frame, timings)
-        used = [m for m in self.config.modalities if m in images]
+        worker = self._comparison_worker()
+        # The geometry's images are made on a thread of their own (the point cloud is the
+        # costliest input) while this one renders the other images and extracts their
+        # features; the pixel comparisons need the images only and follow them on that thread
+        # beside the feature memory (numpy, scipy and torch release the GIL), from one
+        # rendering of the part, and their results are waited for where they are fused. The
+        # self-comparison stays in this thread where the aligned comparison runs: both on that
+        # thread kept it busy well after the feature memory was done. While that thread works
+        # torch leaves it a core: its threads waiting for a busy core slowed the network and
+        # the memory's products more than one thread fewer does (docs/DETECTOR.md, "Figures").
+        geo_timings: dict = {}
+        geometry = worker.submit(self._geometry_job, frame, geo_timings)
+        flat = self._flat_images(frame, timings)
+        used = [m for m in self.config.modalities
+                if m in flat or (m == GEOMETRY and self._geometry_in_use(frame))]
         by_symmetry = self._symmetry_wanted(frame)
         in_register = frame.stream in self._aligned and frame.registered and RGB in used
-        # The pixel comparisons need the images only: they run on a thread of their own beside
-        # the feature memory (their numpy, scipy and torch calls release the GIL), from one
-        # rendering of the part made there first, and their results are waited for where they
-        # are fused. The self-comparison stays in this thread where the aligned comparison
-        # runs: both on that thread kept it busy well after the feature memory was done.
-        # Meanwhile torch leaves that thread a core: its threads waiting for a busy core slowed
-        # the network and the memory's products more than one thread fewer does
-        # (docs/DETECTOR.md, "Figures").
-        worker = self._comparison_worker() if by_symmetry or in_register else None
-        compared = worker.submit(self._comparison_images, frame, images) if worker else None
+        compared = (worker.submit(self._comparison_job, frame, flat, geometry)
+                    if by_symmetry or in_register else None)
         in_aligned = (worker.submit(self._inspect_aligned, self._aligned[frame.stream], compared)
                       if in_register else None)
         in_symmetry = None
         if by_symmetry:
             in_symmetry = (_InCallingThread if in_register else worker.submit)(
-                self._timed_symmetry_maps, frame, images, compared)
-        with _torch_threads_but_one(worker is not None):
-            return self._score_beside(frame, images, used, in_symmetry, in_aligned, timings)
+                self._timed_symmetry_maps, frame, flat, geometry, compared)
+        with _torch_threads_but_one():
+            feats = self._features(frame, flat, timings)
+        geo_images = geometry.result()
+        images = {**flat, **geo_images}
+        timings.update(geo_timings)
+        with _torch_threads_but_one(by_symmetry or in_register):
+            if geo_images:
+                took = timings["features"]
+                feats.update(self._features(frame, geo_images, timings))
+                timings["features"] += took
+            return self._score_beside(frame, images, feats, used, in_symmetry, in_aligned,
+                                      timings)
 
-    def _score_beside(self, frame: Frame, images: Dict[str, torch.Tensor], used: List[str],
-                      in_symmetry, in_aligned, timings: dict) -> dict:
+    def _score_beside(self, frame: Frame, images: Dict[str, torch.Tensor], feats: dict,
+                      used: List[str], in_symmetry, in_aligned, timings: dict) -> dict:
         """`_score` from the features on, while the pixel comparisons run on their thread:
         `in_symmetry` and `in_aligned` are their futures (None where they do not run)."""
-        feats = self._features(frame, images, timings)
         t0 = time.perf_counter()
         state = self._stream(frame.stream)
         cmaps: Dict[str, torch.Tensor] = {}
@@ -927,11 +957,22 @@ class Detector:
         out = {m: v[:1] if _grey_tensor(v) else v for m, v in out.items()}
         return symmetric, {m: sy.deviation(v, found, fg) for m, v in out.items()}, fg
 
-    def _timed_symmetry_maps(self, frame: Frame, images: Dict[str, torch.Tensor],
+    def _geometry_job(self, frame: Frame, timings: dict) -> Dict[str, torch.Tensor]:
+        """`_geometry_images` on `_comparison_worker` (inference mode is per thread)."""
+        with torch.inference_mode():
+            return self._geometry_images(frame, timings)
+
+    def _comparison_job(self, frame: Frame, flat: Dict[str, torch.Tensor], geometry) -> tuple:
+        """`_comparison_images` on `_comparison_worker`, of the part's other images and the
+        future of its geometry's (done: that thread runs its jobs in order)."""
+        return self._comparison_images(frame, {**flat, **geometry.result()})
+
+    def _timed_symmetry_maps(self, frame: Frame, flat: Dict[str, torch.Tensor], geometry,
                              compared) -> tuple:
-        """`_symmetry_maps` and its duration [ms], the comparison images given as the future
-        of `_comparison_images` (`_score`)."""
+        """`_symmetry_maps` and its duration [ms], of the part's other images and the futures of
+        its geometry's images and its comparison images (`_score`)."""
         t0 = time.perf_counter()
+        images = {**flat, **geometry.result()}
         return self._symmetry_maps(frame, images, compared.result()) + (
             (time.perf_counter() - t0) * 1e3,)
 
