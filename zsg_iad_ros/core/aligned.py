@@ -270,9 +270,9 @@ def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
     unaligned maps).
 
     The part is compared in the candidate pose (`candidate_poses`) in which it deviates least
-    from the models (image scores summed over modalities, all in spread units), so an
-    ambiguous or misled match cannot make a good part look defective, while a real defect
-    deviates in every pose."""
+    from the models (image scores summed over modalities, all in spread units, taken on the
+    model grid), so an ambiguous or misled match cannot make a good part look defective,
+    while a real defect deviates in every pose."""
     images = _as_models_see(models, images)  # cut once: `candidate_poses` finds them cut
     cands = candidate_poses(models, images, foreground, on, templates, view, registration)
     # the part on each model's grid once; each pose then only resamples it

@@ -721,7 +721,8 @@ class Detector:
         # self-comparison stays in this thread where the aligned comparison runs: both on that
         # thread kept it busy well after the feature memory was done. While that thread works
         # torch leaves it a core: its threads waiting for a busy core slowed the network and
-        # the memory's products more than one thread fewer does (docs/DETECTOR.md, "Figures").
+        # the memory's products more than one thread fewer does (docs/DETECTOR.md, "Aligned
+        # comparison", cost).
         geo_timings: dict = {}
         geometry = worker.submit(self._geometry_job, frame, geo_timings)
         flat = self._flat_images(frame, timings)
@@ -737,7 +738,7 @@ class Detector:
         if by_symmetry:
             in_symmetry = (_InCallingThread if in_register else worker.submit)(
                 self._timed_symmetry_maps, frame, flat, geometry, compared)
-        with _torch_threads_but_one():
+        with _torch_threads_but_one(self._geometry_in_use(frame)):
             feats = self._features(frame, flat, timings)
         geo_images = geometry.result()
         images = {**flat, **geo_images}
@@ -1038,8 +1039,8 @@ class Detector:
                 scores, spread=spread, quantile=self._quantile(), n_independent=len(have)))
 
     def _comparison_worker(self) -> ThreadPoolExecutor:
-        """The thread the self-comparison and the aligned comparison run on (`_score`),
-        started at its first use."""
+        """The second thread of `_score`: a part's geometry images and its pixel comparisons
+        are made there. Started at its first use."""
         if self._comparison_thread is None:
             self._comparison_thread = ThreadPoolExecutor(1, thread_name_prefix="comparison")
         return self._comparison_thread

@@ -282,9 +282,8 @@ def image_score(deviation_map: np.ndarray, sigma: float = SCORE_SIGMA_PX) -> flo
     box = (slice(max(rows[0] - r, 0), rows[-1] + r + 1),
            slice(max(cols[0] - r, 0), cols[-1] + r + 1))
     peak = float(ndimage.gaussian_filter(m[box], sigma, truncate=4.0).max())
-    whole = box[0].stop >= m.shape[0] and box[0].start == 0 \
-        and box[1].stop >= m.shape[1] and box[1].start == 0
-    return peak if whole else max(peak, 0.0)
+    # outside the box the blur is 0
+    return peak if m[box].shape == m.shape else max(peak, 0.0)
 
 
 class VariationModel:
