@@ -30,7 +30,7 @@ def test_narration_passing_the_rules_is_published_and_failing_one_is_not(make_gr
     texts = []
 
     def echo_or_garbage(frame_rgb, report):
-        # the first flagged part gets text restating the report's facts, the others nonsense
+        # the first narrated part gets text restating the report's facts, the others nonsense
         texts.append(report)
         if len(texts) == 1:
             return json.dumps({"reasoning": report["reasoning"],
@@ -40,12 +40,18 @@ def test_narration_passing_the_rules_is_published_and_failing_one_is_not(make_gr
     narrator.generate_text = echo_or_garbage
     flagged = _flagged_parts(g)
     assert len(flagged) >= 2, "the history did not fill: no anomalous part to narrate"
-    assert g.wait(lambda: narrator.stats["narrated"] == len(flagged))
-    assert narrator.stats["accepted"] == 1 and narrator.stats["rejected"] == len(flagged) - 1
+    # Each flagged report is narrated or, where the node hands over a burst (the warm-up's
+    # revisions) faster than the narrator works (a loaded host), dropped from its queue of
+    # two, as it is meant to (test/core/test_narrator.py): counted either way.
+    stats = narrator.stats
+    assert g.wait(lambda: stats["narrated"] + stats["dropped"] == len(flagged)), dict(stats)
+    assert stats["narrated"] >= 2, dict(stats)
+    assert stats["accepted"] == 1 and stats["rejected"] == stats["narrated"] - 1
     assert g.wait(lambda: len(g.messages("narrated")) == 1, 10.0)
     (narrated,) = g.messages("narrated")
-    first = flagged[0]
-    assert narrated.header == first.header and narrated.report_valid
+    assert narrated.report_valid
     doc = json.loads(narrated.report_json)
     assert doc["reasoning_source"] == "narrator" and doc["reasoning"] == texts[0]["reasoning"]
-    assert json.loads(first.report_json)["reasoning_source"] == "rules"
+    # the copy follows the report it was written for, which keeps its rules' reasoning
+    own = [r for r in flagged if r.header == narrated.header]
+    assert own and all(json.loads(r.report_json)["reasoning_source"] == "rules" for r in own)
