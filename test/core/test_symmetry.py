@@ -210,3 +210,16 @@ def test_asymmetric_parts_and_the_off_switch_skip_the_self_comparison(detector_f
     assert "symmetry" not in r.timings_ms and off.symmetry_compared("gear") is False
     with pytest.raises(ValueError, match="symmetry"):
         detector_factory(symmetry="maybe")
+
+
+def test_the_median_over_turns_is_numpys_to_the_bit():
+    """`_median_first_axis` sorts instead of partitioning: numpy's median, odd and even
+    counts, NaN included."""
+    from zsg_iad_ros.core.symmetry import _median_first_axis
+
+    rng = np.random.default_rng(2)
+    for k in (3, 4, 7, 8):
+        d = rng.random((k, 44, 256), dtype=np.float32)
+        np.testing.assert_array_equal(_median_first_axis(d), np.median(d, axis=0))
+        d[1, 5, 7] = np.nan
+        np.testing.assert_array_equal(_median_first_axis(d), np.median(d, axis=0))
