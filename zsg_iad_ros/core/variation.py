@@ -114,9 +114,10 @@ class Deviation:
 class Inspection:
     """Result of `VariationModel.inspect` for one query image.
 
-    map: (H, W) float32 deviation in spread units on the QUERY's pixels (None on fallback).
-    missing, extra: (H, W) bool on the query's pixels (None on fallback, or when `inspect` was
-        told not to bring them back: `deviation` holds them on the model grid).
+    map: (H, W) float32 deviation in spread units on the QUERY's pixels (None on fallback, or
+        when `inspect` was told not to bring it back: `full=False`).
+    missing, extra: (H, W) bool on the query's pixels (None where map is; `deviation` holds
+        them on the model grid).
     registration: query -> model pose (identity when not aligned).
     aligned: whether the comparison used a registration.
     fallback: True when the caller should use its unaligned scoring instead (texture stream,
@@ -496,19 +497,17 @@ class VariationModel:
 
     def inspect(self, image, mask: Optional[np.ndarray] = None, signal=None,
                 registration: Optional[Registration] = None,
-                masks: bool = True, query: Optional[GridQuery] = None,
-                full: bool = True) -> Inspection:
+                query: Optional[GridQuery] = None, full: bool = True) -> Inspection:
         """Compare one query part with the model; the map comes back on the query's pixels.
 
         image: the query modality image (H, W[, C]) numpy or (C, H, W) torch.
         mask: its (H, W) bool foreground (estimated when None and needed).
         signal: image to register on instead (see `teach`); registration: a query -> model
         registration to reuse (e.g. from the RGB modality of a registered frame).
-        masks: also bring the missing / extra masks back to the query's pixels (False: they
-        are None, and only the model grid's `deviation` holds them; a caller that reads the
-        map alone saves two resamplings).
         query: the part's `on_grid` (then image and mask are not read); full: False leaves
-        the map None as well, only `deviation` made (`to_query` brings its map back later).
+        the map and the missing / extra masks None, only the model grid's `deviation` made
+        (`to_query` brings its map back later: a caller comparing several poses saves the
+        resamplings of those it does not keep).
         On a texture stream or a failed registration `fallback` is True and no map is made."""
         a = None if query is not None else as_hwc(image)
         qshape = query.shape if query is not None else a.shape[:2]
@@ -546,9 +545,6 @@ class VariationModel:
             return Inspection(None, None, None, registration, self.alignable, False,
                               self.reason, dev)
         back = self.to_query(dev.total, registration, qshape)
-        if not masks:
-            return Inspection(back, None, None, registration, self.alignable, False, self.reason,
-                              dev)
         code = (dev.missing + 2 * dev.extra.astype(np.float32))[..., None]
         if not same:
             code = _warp_stack(code, mg, g, 0, 0.0)
