@@ -253,6 +253,34 @@ def test_a_part_registers_on_another_image_where_one_fails(taught):
             assert (score - st.loc) / st.scale < 2.0, (m, score, st)
 
 
+def test_poses_are_ranked_in_units_of_each_modalitys_normal_variation(detector_factory):
+    """A capsule held in its references' pose, whose colour image deviates widely from theirs
+    (another lamp shades it and casts its shadow elsewhere, as theirs differ from each
+    other's), is compared in that pose: each modality's score counts in units of its own
+    normal variation when the poses are ranked (`AlignedStream.weights`). Summed in spread
+    units, the colour image's deviation outweighed the X-ray's, and the part was compared half
+    a turn off, where its X-ray deviates at both ends: a false alarm."""
+    def capsule(seed):
+        return generate_sample("capsule", "good", seed, design=2, angle_deg=0.0).frame
+
+    det = detector_factory(variation=True)
+    det.teach([capsule(20_000 + i) for i in range(4)])
+    frame = capsule(30_016)
+    images, fg = det._aligned_inputs(
+        det._comparison_images(frame, det._images(det._validate(frame), {})))
+    stream, reg = aligned.for_part(det._aligned["capsule"], images, fg)
+    args = (stream.models, images, fg, stream.on, stream.templates, stream.view, reg)
+    weighted, plain = aligned.inspect(*args, stream.weights), aligned.inspect(*args)
+
+    def calibrated(maps, m):
+        return (maps[m][1] - stream.stats[m].loc) / stream.stats[m].scale
+
+    # measured: the X-ray 8.3 unweighted (the turned pose), 0.0 weighted
+    assert calibrated(plain, "sensor") > 5.0
+    assert calibrated(weighted, "sensor") < 1.0
+    assert not det.detect(frame, update_memory=False).is_anomalous
+
+
 def test_inspect_takes_the_pose_a_full_search_takes(taught, monkeypatch):
     """`inspect` compares near-identical candidate poses once and stops summing a pose's
     scores once they exceed the best pose's: it returns the maps of the pose in which the part

@@ -126,6 +126,13 @@ class AlignedStream:
         """Side of the models' grid [px]."""
         return self.models[self.on].config.grid
 
+    @property
+    def weights(self) -> Dict[str, float]:
+        """Per modality, the weight of its image score when `inspect` ranks a part's poses:
+        1 / the scale of its normal scores, so each counts in units of its own normal
+        variation."""
+        return {m: 1.0 / st.scale for m, st in self.stats.items()}
+
 
 def _on_grid(images: Dict[str, object], g: int) -> Dict[str, Tuple[np.ndarray, tuple]]:
     """{modality: ((g, g, C) image on the model grid, its full (H, W))} of one part."""
@@ -260,7 +267,8 @@ def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
             foreground: np.ndarray, on: str = RGB,
             templates: Optional[Dict[str, RegistrationTemplate]] = None,
             view: Optional[RegistrationTemplate] = None,
-            registration: Optional[Registration] = None
+            registration: Optional[Registration] = None,
+            weights: Optional[Dict[str, float]] = None
             ) -> Dict[str, Tuple[np.ndarray, float]]:
     """{modality: ((H, W) deviation map in spread units, its `image_score`)} of one part's
     modality images ({modality: (C, H, W) tensor or (H, W, C) array}) and its (H, W)
@@ -270,9 +278,14 @@ def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
     unaligned maps).
 
     The part is compared in the candidate pose (`candidate_poses`) in which it deviates least
-    from the models (image scores summed over modalities, all in spread units, taken on the
-    model grid), so an ambiguous or misled match cannot make a good part look defective,
-    while a real defect deviates in every pose."""
+    from the models (image scores summed over modalities, taken on the model grid, each
+    times its `weights` entry: `AlignedStream.weights` once the models are calibrated, 1
+    while they are taught), so an ambiguous or misled match cannot make a good part look
+    defective, while a real defect deviates in every pose. Unweighted, a modality whose good
+    parts vary widely (the colour image of a capsule, on which each lamp casts its own shading
+    and shadow) outweighed one that varies little: good capsules in the references' own pose were
+    compared turned by half a turn, where their X-ray deviated by 16 spread units
+    (docs/DETECTOR.md, "Aligned comparison")."""
     images = _as_models_see(models, images)  # cut once: `candidate_poses` finds them cut
     cands = candidate_poses(models, images, foreground, on, templates, view, registration)
     # the part on each model's grid once; each pose then only resamples it
@@ -292,8 +305,8 @@ def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
             devs[m] = ins.deviation.total
             # the poses are ranked on the model grid, with the blur of `image_score` on the
             # query's pixels scaled to it: only the chosen pose's maps are brought back
-            total += image_score(devs[m], SCORE_SIGMA_PX * models[m].config.grid
-                                 / max(grid.shape))
+            total += (1.0 if weights is None else weights[m]) * image_score(
+                devs[m], SCORE_SIGMA_PX * models[m].config.grid / max(grid.shape))
             if total >= low:  # scores are >= 0: this pose cannot win any more
                 break
         else:

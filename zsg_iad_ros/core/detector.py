@@ -1055,7 +1055,7 @@ class Detector:
         images, fg = self._aligned_inputs(compared.result())
         stream, reg = aligned.for_part(stream, images, fg)
         maps = aligned.inspect(stream.models, images, fg, stream.on, stream.templates,
-                               stream.view, reg)
+                               stream.view, reg, stream.weights)
         return stream, maps, (time.perf_counter() - t0) * 1e3
 
     def _score_aligned(self, found: tuple, cmaps, cscores, timings) -> List[float]:
