@@ -10,6 +10,7 @@ import pytest
 from scipy import ndimage
 
 from zsg_iad_ros.core import aligned
+from zsg_iad_ros.core.detector import HOLE_TYPE, MISSING_TYPE
 from zsg_iad_ros.data.synthetic import generate_sample
 
 DESIGN = 11                 # one gear design: every seed is the same product in another pose
@@ -54,10 +55,27 @@ def test_missing_tooth_stands_out_where_it_is_missing(taught, good_scores):
         assert near[v, u], (s, (u, v))
         if r.is_anomalous:
             flagged += 1
-            assert any(near[int(g.centroid_px[1]), int(g.centroid_px[0])] for g in r.regions)
+            at = [g for g in r.regions if near[int(g.centroid_px[1]), int(g.centroid_px[0])]]
+            # the comparison in register says what is there: material gone from the outline
+            assert [g.defect_type for g in at] == [MISSING_TYPE], (s, r.regions)
     # at the default threshold (5 % false alarms, widened for 4 references): measured all 8
     # flagged (0.79-0.85 against at most 0.04 for the good gears)
     assert flagged >= 7
+
+
+def test_regions_say_where_material_is_missing_or_holed(taught):
+    """A region typed from the comparison in register: a bore through the gear (its height map
+    falls to the table's inside the part's material) is a hole; a crack and a bump leave the
+    material whole, and no region of theirs says missing material or a hole (measured on 6
+    gears each: every hole typed a hole, no crack or bump region typed by material)."""
+    for s in TEST_SEEDS[:3]:
+        r = taught.detect(gear("hole", s).frame, update_memory=False)
+        assert r.is_anomalous and [g.defect_type for g in r.regions] == [HOLE_TYPE], s
+        for defect in ("crack", "bump"):
+            r = taught.detect(gear(defect, s).frame, update_memory=False)
+            assert r.regions, (defect, s)
+            assert not {g.defect_type for g in r.regions} & {MISSING_TYPE, HOLE_TYPE}, \
+                (defect, s, r.regions)
 
 
 def test_texture_streams_and_unregistered_frames_keep_the_feature_memory(detector_factory):
@@ -221,9 +239,9 @@ def test_a_change_of_hue_alone_stands_out_where_it_is(capsules, taught):
             capsules._comparison_images(tinted, capsules._images(tinted, {})))
         assert (timages["rgb"][:3] - images["rgb"][:3]).abs().max() < 0.01  # bands unchanged
         plain = aligned.inspect(stream.models, images, fg, stream.on, stream.templates)["rgb"]
-        dev, score = aligned.inspect(stream.models, timages, tfg, stream.on,
-                                     stream.templates)["rgb"]
-        c_plain, c_tinted = (plain[1] - st.loc) / st.scale, (score - st.loc) / st.scale
+        spotted = aligned.inspect(stream.models, timages, tfg, stream.on, stream.templates)["rgb"]
+        dev = spotted.map
+        c_plain, c_tinted = (plain.score - st.loc) / st.scale, (spotted.score - st.loc) / st.scale
         assert c_plain < 1.0, (seed, c_plain)
         peak = np.unravel_index(np.argmax(dev), dev.shape)
         if c_tinted > c_plain + 1.5:
@@ -247,10 +265,10 @@ def test_a_part_registers_on_another_image_where_one_fails(taught):
     assert aligned.inspect(stream.models, images, fg, stream.on) == {}  # its own image fails
     maps = aligned.inspect(stream.models, images, fg, stream.on, stream.templates)
     assert set(maps) == set(stream.models)
-    for m, (_, score) in maps.items():
+    for m, found in maps.items():
         if m != stream.on:
             st = stream.stats[m]
-            assert (score - st.loc) / st.scale < 2.0, (m, score, st)
+            assert (found.score - st.loc) / st.scale < 2.0, (m, found.score, st)
 
 
 def test_poses_are_ranked_in_units_of_each_modalitys_normal_variation(detector_factory):
@@ -273,7 +291,7 @@ def test_poses_are_ranked_in_units_of_each_modalitys_normal_variation(detector_f
     weighted, plain = aligned.inspect(*args, stream.weights), aligned.inspect(*args)
 
     def calibrated(maps, m):
-        return (maps[m][1] - stream.stats[m].loc) / stream.stats[m].scale
+        return (maps[m].score - stream.stats[m].loc) / stream.stats[m].scale
 
     # measured: the X-ray 8.3 unweighted (the turned pose), 0.0 weighted
     assert calibrated(plain, "sensor") > 5.0
@@ -314,7 +332,7 @@ def test_inspect_takes_the_pose_a_full_search_takes(taught, monkeypatch):
         fewer += len(calls) < len(cands) * len(stream.models)
         assert set(got) == set(want)
         for m in want:
-            assert got[m][1] == pytest.approx(want[m][1], rel=1e-3, abs=1e-3), (defect, m)
+            assert got[m].score == pytest.approx(want[m][1], rel=1e-3, abs=1e-3), (defect, m)
     assert fewer >= 2
 
 

@@ -180,3 +180,43 @@ def test_unaligned_baseline_misses_what_alignment_sees(gear):
     turned = rotate_sample(gear, 23.0)
     r = flat.inspect(modality(turned.frame, "sensor"), mask=frame_foreground(turned.frame.rgb))
     assert not r.aligned and image_score(r.map) > 3.0
+
+
+def test_a_height_map_says_where_material_is_missing_extra_or_holed():
+    """With `material_level` the image's own level says where there is material (a height
+    map: the part stands above the table), not the foregrounds: a colour image's foreground
+    takes in the cast shadow, which fills the gap of a missing piece. A piece cut from the
+    outline is missing, a bore through the middle is missing and enclosed by the part (a
+    hole), a block on the table is extra; the foreground alone sees none of the missing
+    material where it says the part is whole."""
+    rng = np.random.default_rng(0)
+    v, u = np.mgrid[0:128, 0:128]
+    disc = (u - 64) ** 2 + (v - 64) ** 2 <= 40 ** 2
+
+    def heights(shape):
+        return (6.0 * shape + rng.normal(0, 0.05, shape.shape)).astype(np.float32)
+
+    wedge = disc & (u > 94) & (abs(v - 64) < 10)         # a piece broken off the outline
+    bore = (u - 54) ** 2 + (v - 64) ** 2 <= 6 ** 2        # a hole through the middle
+    block = (abs(u - 64) < 6) & (v > 112) & (v < 124)     # material on the table
+    query = heights((disc & ~wedge & ~bore) | block)
+    shadowed = disc | block                              # the foreground, shadow-filled
+    for level in (0.5, 0.0):
+        cfg = VariationConfig(align=False, material_level=level)
+        model = VariationModel.teach([heights(disc) for _ in range(3)], masks=[disc] * 3,
+                                     kind="object", config=cfg)
+        found = model.inspect(query, mask=shadowed)
+        missing, extra, hole = model.material_to_query(found.deviation, found.registration,
+                                                       query.shape)
+        np.testing.assert_array_equal(missing, found.missing)
+        np.testing.assert_array_equal(extra, found.extra)
+        if level == 0.0:  # the foreground says the part is whole
+            assert not missing.any() and not hole.any()
+            continue
+        # a pixel of the band's positional tolerance at the cut's edges is not counted
+        inner = ndimage.binary_erosion
+        assert missing[inner(wedge, iterations=2)].all() and missing[inner(bore)].all()
+        assert not missing[~ndimage.binary_dilation(wedge | bore, iterations=2)].any()
+        assert hole[inner(bore)].all() and not hole[wedge].any()
+        assert extra[inner(block, iterations=2)].all()
+        assert not extra[~ndimage.binary_dilation(block, iterations=2)].any()

@@ -28,8 +28,8 @@ from .frame import GEOMETRY, RGB, SENSOR
 from .scoring import ScoreStats
 from .registration import (Registration, RegistrationTemplate, as_hwc, is_texture,
                            make_template, register)
-from .variation import (SCORE_SIGMA_PX, VariationConfig, VariationModel, _grid_image, _grid_matrix,
-                        _warp_stack, image_score)
+from .variation import (SCORE_SIGMA_PX, Deviation, VariationConfig, VariationModel, _grid_image,
+                        _grid_matrix, _warp_stack, image_score)
 
 
 #: floor of the scale of a variation model's image score [spread units]
@@ -191,9 +191,11 @@ def _modality_config(config: VariationConfig, modality: str) -> VariationConfig:
     smoothed: its only fine structure is the part's outline, which the band's positional
     tolerance already holds; the edge and texture terms of the spread (made for shading and
     surface texture in images) would count the outline again and tolerate a whole missing
-    gear tooth (measured: docs/DETECTOR.md, "Aligned comparison")."""
+    gear tooth (measured: docs/DETECTOR.md, "Aligned comparison"). Its height says where
+    there is material (half the part's median height), which the colour image's foreground,
+    cast shadow included, does not."""
     if modality == GEOMETRY:
-        return dataclasses.replace(config, edge_px=0.0, local_k=0.0)
+        return dataclasses.replace(config, edge_px=0.0, local_k=0.0, material_level=0.5)
     return config
 
 
@@ -263,14 +265,35 @@ def candidate_poses(models: Dict[str, VariationModel], images: Dict[str, object]
     return cands
 
 
+@dataclass
+class Comparison:
+    """One modality of a part compared in register with its variation model (`inspect`).
+
+    map: (H, W) float32 deviation in spread units on the part's pixels; score: its
+    `image_score`. `material()` says where material is missing or extra."""
+
+    map: np.ndarray
+    score: float
+    model: VariationModel
+    deviation: Deviation
+    registration: Registration
+
+    def material(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(missing, extra, hole), (H, W) bool on the part's pixels: where the references have
+        material and the part has none beyond the tolerance (a missing tooth), the reverse (a
+        stray blob), and the missing material the part's own encloses (a hole through it).
+        Brought back on request: only a flagged part's regions ask."""
+        return self.model.material_to_query(self.deviation, self.registration, self.map.shape)
+
+
 def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
             foreground: np.ndarray, on: str = RGB,
             templates: Optional[Dict[str, RegistrationTemplate]] = None,
             view: Optional[RegistrationTemplate] = None,
             registration: Optional[Registration] = None,
             weights: Optional[Dict[str, float]] = None
-            ) -> Dict[str, Tuple[np.ndarray, float]]:
-    """{modality: ((H, W) deviation map in spread units, its `image_score`)} of one part's
+            ) -> Dict[str, Comparison]:
+    """{modality: `Comparison`} of one part's
     modality images ({modality: (C, H, W) tensor or (H, W, C) array}) and its (H, W)
     foreground, registered on the image of modality `on` (the one the models were built to
     register on; `registration`, where the caller has it already: `for_part`) and on the
@@ -302,11 +325,11 @@ def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
             ins = models[m].inspect(None, registration=reg, query=grid, full=False)
             if ins.fallback:
                 break
-            devs[m] = ins.deviation.total
+            devs[m] = ins.deviation
             # the poses are ranked on the model grid, with the blur of `image_score` on the
             # query's pixels scaled to it: only the chosen pose's maps are brought back
             total += (1.0 if weights is None else weights[m]) * image_score(
-                devs[m], SCORE_SIGMA_PX * models[m].config.grid / max(grid.shape))
+                devs[m].total, SCORE_SIGMA_PX * models[m].config.grid / max(grid.shape))
             if total >= low:  # scores are >= 0: this pose cannot win any more
                 break
         else:
@@ -316,8 +339,8 @@ def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
     reg, devs = best
     out = {}
     for m, dev in devs.items():
-        full = models[m].to_query(dev, reg, grids[m].shape)
-        out[m] = (full, image_score(full))
+        full = models[m].to_query(dev.total, reg, grids[m].shape)
+        out[m] = Comparison(full, image_score(full), models[m], dev, reg)
     return out
 
 
@@ -420,8 +443,8 @@ def _teach(images: List[Dict[str, object]], foregrounds: List[np.ndarray], quant
         for i in range(n):
             rest = [j for j in range(n) if j != i]
             others, t, v = _build([images[j] for j in rest], [fgs[j] for j in rest], cfg, on)
-            for m, (_, score) in inspect(others, images[i], fgs[i], on, t, v).items():
-                loo[m].append(score)
+            for m, found in inspect(others, images[i], fgs[i], on, t, v).items():
+                loo[m].append(found.score)
         # Deviations are in units of the models' per-pixel spread: a few references cannot
         # show that normal parts' peaks agree more closely than that unit, hence its floor.
         stats = {m: ScoreStats.of_scores(v, quantile=quantile, min_abs_scale=SCALE_FLOOR)

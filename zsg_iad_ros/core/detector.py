@@ -57,6 +57,17 @@ SYM = ":sym"
 SYMMETRY_MODES = ("auto", "off")
 #: false-alarm rate whose calibrated level a mask pixel must reach (see _mask_threshold)
 MASK_FALSE_ALARM_RATE = 0.01
+#: region types said by the aligned comparison (the sentence bank's where it has one):
+#: material the references have and the part lacks, at its outline (a piece broken off) or
+#: enclosed by the part's material (a hole through it), and material the part has where they
+#: have none
+MISSING_TYPE, HOLE_TYPE, EXTRA_TYPE = "missing", "hole", "extra_part"
+#: share of a region, and least number of its pixels, that missing (or extra) material must
+#: cover for the region to be typed so. A region is drawn from the feature grid's coarser map:
+#: a missing tooth of a 256-px gear covered 7-16 % of its region, one of the demo's 160-px
+#: gear 11 of its 66 px; no pixel of a crack's or a bump's region (docs/DETECTOR.md, "Aligned
+#: comparison")
+MATERIAL_SHARE, MATERIAL_MIN_PX = 0.05, 4
 #: parts of one stream held through its warm-up at most (`revise_warm_up`); an older one is
 #: then let go unrevised (counted in `Detector.unrevised`): its earlier report stands
 MAX_HELD_PARTS = 16
@@ -711,7 +722,8 @@ class Detector:
         calibrated score apart: each modality's feature memory's, its further views' and, where
         they run, its own-image score's, its self-comparison's and its variation model's),
         raw (modality -> (raw image score, spread)), confident (bool), symmetric (whether the
-        part is symmetric; None where the self-comparison did not look)."""
+        part is symmetric; None where the self-comparison did not look), aligned (modality ->
+        `aligned.Comparison` where the part was compared in register)."""
         worker = self._comparison_worker()
         # The geometry's images are made on a thread of their own (the point cloud is the
         # costliest input) while this one renders the other images and extracts their
@@ -825,14 +837,17 @@ class Detector:
             sources += list(found.values())
             for m, c in found.items():  # a defect one of the two sees keeps its score
                 cscores[m] = sc.max_of_normals([cscores[m], c])
+        in_pose = {}
         if in_aligned is not None:
-            sources += self._score_aligned(in_aligned.result(), cmaps, cscores, timings)
+            found, in_pose = self._score_aligned(in_aligned.result(), cmaps, cscores, timings)
+            sources += found
         combined = {m: self._combine_views(m, cscores, views, calibration) for m in cscores}
         by_modality = {m: c for m, (c, _) in combined.items()}
         weights = {m: w for m, (_, w) in combined.items()}
         return dict(used=used, keys=keys, feats=feats, images=images, cmaps=cmaps,
                     cscores=cscores, views=views, by_modality=by_modality, weights=weights,
-                    sources=sources, raw=raw_scores, confident=confident, symmetric=symmetric)
+                    sources=sources, raw=raw_scores, confident=confident, symmetric=symmetric,
+                    aligned=in_pose)
 
     def own_image_scored(self, stream: str = "default") -> Optional[bool]:
         """Whether the stream's parts are also scored against their own surface
@@ -1058,24 +1073,26 @@ class Detector:
                                stream.view, reg, stream.weights)
         return stream, maps, (time.perf_counter() - t0) * 1e3
 
-    def _score_aligned(self, found: tuple, cmaps, cscores, timings) -> List[float]:
+    def _score_aligned(self, found: tuple, cmaps, cscores, timings) -> tuple:
         """Fold the aligned comparison (`_inspect_aligned`'s result) into the modality scores
         (in place): per modality the image score is Stouffer's sum of the feature memory's and
         the variation model's calibrated scores (both ~N(0, 1) on normal parts) and the map the
-        larger of the two. Returns the variation models' calibrated scores."""
+        larger of the two. Returns (the variation models' calibrated scores, {modality:
+        `aligned.Comparison`} of the modalities folded in)."""
         stream, maps, timings["aligned"] = found
-        out = []
-        for m, (dev, score) in maps.items():
+        out, kept = [], {}
+        for m, compared in maps.items():
             if m not in cmaps:
                 continue
             st = stream.stats[m]
-            c_var = (score - st.loc) / st.scale
+            c_var = (compared.score - st.loc) / st.scale
             out.append(float(c_var))
             # Stouffer's sum, not the max of the two: the max let the feature memory's pose
             # sensitivity through (turned good capsules flagged; docs/DETECTOR.md)
             cscores[m] = (cscores[m] + c_var) / np.sqrt(2.0)
-            _fold_map(cmaps, m, dev, st)
-        return out
+            _fold_map(cmaps, m, compared.map, st)
+            kept[m] = compared
+        return out, kept
 
     def _evidence(self, scored: dict, frame: Frame) -> torch.Tensor:
         """(IN_CH, h, w) grounding evidence from the scored frame."""
@@ -1176,7 +1193,7 @@ class Detector:
             np.zeros((H, W), bool)
         mask = self._clean(mask)
         regions, hyps = self._regions(mask, amap, modality_maps, threshold, frame, ground,
-                                      used)
+                                      used, scored["aligned"])
         # Admit typical-looking parts only: a defective part would teach the memory that its
         # defect is normal, and a defect that stays under the threshold is still a defect. Before
         # calibration exists only the decision can judge; the first parts bootstrap an empty
@@ -1343,13 +1360,19 @@ class Detector:
         keep[1:] = areas >= self.config.min_region_area_px
         return keep[lab]
 
-    def _regions(self, mask, amap, modality_maps, threshold, frame, ground, used):
+    def _regions(self, mask, amap, modality_maps, threshold, frame, ground, used,
+                 aligned=None):
+        """The flagged part's regions and their grounding hypotheses. A region is typed by the
+        most similar defect sentence its evidence allows, or by the material that the aligned
+        comparison (`aligned`: {modality: `aligned.Comparison`}) finds missing or extra in it
+        (`_material_type`)."""
         regions: List[DefectRegion] = []
         hyps: List[Hypothesis] = []
         if not mask.any():
             return regions, hyps
         lab, n = ndimage.label(mask)
         H, W = mask.shape
+        material = _material(aligned, (H, W)) if aligned else None
         for i, sl in enumerate(ndimage.find_objects(lab), start=1):
             reg = lab == i
             ys, xs = np.nonzero(reg)
@@ -1360,6 +1383,9 @@ class Detector:
                 mods = [m for m in mods if m == RGB] or [max(
                     modality_maps, key=lambda k: float(modality_maps[k].max()))]
             dtype, hyp = UNKNOWN_TYPE, None
+            # what the comparison in register says of the region's material, if anything
+            said = (_material_type(reg, *material, mods, frame.sensor_type)
+                    if material is not None else None)
             if ground is not None:
                 gh, gw = ground.attention.shape[-2:]
                 small = F.interpolate(torch.from_numpy(reg.astype(np.float32))[None, None],
@@ -1367,8 +1393,12 @@ class Detector:
                 if small.sum() > 0:
                     sims = self.grounding.region_sentence_scores(ground, small, self._defect_text)
                     # the most similar sentence among the types the region's evidence allows (a
-                    # region only the X-ray sees is no dent); all of them when none fits
+                    # region only the X-ray sees is no dent; no piece is missing where the
+                    # comparison in register found the part's material whole); all of them
+                    # when none fits
                     fits = torch.tensor([type_fits_evidence(t, mods, frame.sensor_type)
+                                         and not (t == MISSING_TYPE and material is not None
+                                                  and said != MISSING_TYPE)
                                          for t in self.sentence_types], device=sims.device)
                     if bool(fits.any()):
                         sims = sims.masked_fill(~fits, float("-inf"))
@@ -1379,6 +1409,7 @@ class Detector:
                                      slot=int((ground.attention[0] * small[None]).sum((1, 2))
                                               .argmax()))
                     hyps.append(hyp)
+            dtype = said or dtype
             frac = len(ys) / float(H * W)
             severity = ("critical" if conf >= 0.95 and frac >= 0.02 else
                         "major" if conf >= 0.8 or frac >= 0.01 else "minor")
@@ -1446,6 +1477,36 @@ def _fold_map(cmaps: Dict[str, torch.Tensor], m: str, dev: np.ndarray, stats) ->
     small = F.adaptive_max_pool2d(d[None, None], cmaps[m].shape)[0, 0]
     z = (small - stats.loc) / stats.scale
     cmaps[m] = torch.where(small > 0, torch.maximum(cmaps[m], z), cmaps[m])
+
+
+def _material(aligned: dict, shape) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(missing, extra, hole) material of a part compared in register (`Comparison.material`)
+    as (H, W) bool masks of `shape` (nearest pixel): its height map's where it was compared
+    (material is height), else the union over its other modalities (material is their
+    foreground)."""
+    found = None
+    for compared in ([aligned[GEOMETRY]] if GEOMETRY in aligned else aligned.values()):
+        masks = compared.material()
+        found = masks if found is None else tuple(a | b for a, b in zip(found, masks))
+    h, w = found[0].shape
+    rows = np.minimum((np.arange(shape[0]) + 0.5) * h // shape[0], h - 1).astype(int)
+    cols = np.minimum((np.arange(shape[1]) + 0.5) * w // shape[1], w - 1).astype(int)
+    return tuple(m[np.ix_(rows, cols)] for m in found)
+
+
+def _material_type(region: np.ndarray, missing: np.ndarray, extra: np.ndarray,
+                   hole: np.ndarray, modalities, sensor_type: str) -> Optional[str]:
+    """MISSING_TYPE (HOLE_TYPE where most of it is enclosed by the part) or EXTRA_TYPE where
+    that material covers at least MATERIAL_MIN_PX pixels and MATERIAL_SHARE of the region
+    (the larger of the two where both do) and the region's evidence allows the type; None
+    otherwise."""
+    px = {MISSING_TYPE: int((region & missing).sum()), EXTRA_TYPE: int((region & extra).sum())}
+    kind = max(px, key=px.get)
+    if px[kind] < max(MATERIAL_MIN_PX, MATERIAL_SHARE * region.sum()):
+        return None
+    if kind == MISSING_TYPE and 2 * int((region & hole).sum()) > px[kind]:
+        kind = HOLE_TYPE
+    return kind if type_fits_evidence(kind, modalities, sensor_type) else None
 
 
 def _part_spread(dev: np.ndarray, fg: np.ndarray) -> float:

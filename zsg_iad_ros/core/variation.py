@@ -66,6 +66,10 @@ class VariationConfig:
     loo_k: weight of the leave-one-out excess in the spread (2+ references; see
         `_loo_excess`).
     material_band: deviation (spread units) above which missing / extra material is reported.
+    material_level: 0: material is where the foregrounds say (references' and query's);
+        above 0: where the image's first channel exceeds this share of the references' median
+        on their foregrounds (a height map: a missing tooth leaves the table's height, while a
+        colour image's foreground takes in the cast shadow, which can fill the gap).
     roi_margin: the deviation counts within this many model-grid px of the model's material
         (and wherever the query has material); -1 counts everywhere.
     texture_check: test the references for a texture when `teach` is not told the kind (a
@@ -84,6 +88,7 @@ class VariationConfig:
     band_k: float = 1.0
     combine: str = "rms"
     material_band: float = 3.0
+    material_level: float = 0.0
     tolerance_px: int = 1
     loo_k: float = 1.0
     envelope: bool = True
@@ -101,6 +106,8 @@ class Deviation:
     below, above: the largest per-channel deviation below / above the band (>= 0).
     missing: (g, g) bool, model has material, aligned query has none, total > band.
     extra: (g, g) bool, query has material where the model has none, total > band.
+    query_material: (g, g) bool where the aligned query has material (None where `deviation`
+    was not told).
     """
 
     total: np.ndarray
@@ -108,6 +115,7 @@ class Deviation:
     above: np.ndarray
     missing: np.ndarray
     extra: np.ndarray
+    query_material: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -316,6 +324,13 @@ class VariationModel:
         self.ref_quality: float = ref_quality
         self.shape: Tuple[int, int] = shape
         self.config: VariationConfig = config
+        # the level above which the image holds material (`VariationConfig.material_level`)
+        self.level: Optional[float] = None
+        if config.material_level > 0 and material.any():
+            on_part = mean[..., 0][material]
+            median = float(np.nanmedian(on_part)) if np.isfinite(on_part).any() else np.nan
+            if np.isfinite(median) and median > 0:
+                self.level = config.material_level * median
         k = config.roi_margin
         if k < 0 or not material.any():
             self.roi = np.ones(material.shape, bool)
@@ -436,7 +451,9 @@ class VariationModel:
         """Deviation of an image already on the model grid and pose.
 
         aligned: (g, g, C) float32 (NaN where not covered); material: (g, g) bool where the
-        aligned query has material (None: missing / extra are not computed, all False)."""
+        aligned query has material (None: missing / extra are not computed, all False; with
+        `material_level` the image's level decides where there is material, `material` still
+        extends the region the deviation counts in)."""
         a = np.asarray(aligned, np.float32)
         if a.ndim == 2:
             a = a[..., None]
@@ -459,14 +476,18 @@ class VariationModel:
         roi = self.roi if material is None else self.roi | np.asarray(material, bool)
         total, below, above = total * roi, below * roi, above * roi
         hot = total > self.config.material_band
+        qm = None
         if material is None:
             missing = extra = np.zeros(total.shape, bool)
         else:
-            qm = np.asarray(material, bool)
-            missing = self.material & ~qm & hot
-            extra = qm & ~self.material & hot
+            have, qm = self.material, np.asarray(material, bool)
+            if self.level is not None:  # NaN (not covered) is neither; it is not hot either
+                with np.errstate(invalid="ignore"):
+                    have, qm = self.mean[..., 0] > self.level, a[..., 0] > self.level
+            missing = have & ~qm & hot
+            extra = qm & ~have & hot
         return Deviation(total.astype(np.float32), below.astype(np.float32),
-                         above.astype(np.float32), missing, extra)
+                         above.astype(np.float32), missing, extra, qm)
 
     def register(self, signal, mask: Optional[np.ndarray] = None) -> Registration:
         """Registration of a query (the same kind of image the model was taught on, or the
@@ -545,12 +566,26 @@ class VariationModel:
             return Inspection(None, None, None, registration, self.alignable, False,
                               self.reason, dev)
         back = self.to_query(dev.total, registration, qshape)
-        code = (dev.missing + 2 * dev.extra.astype(np.float32))[..., None]
-        if not same:
+        missing, extra, _ = self.material_to_query(dev, registration, qshape)
+        return Inspection(back, missing, extra, registration, self.alignable, False,
+                          self.reason, dev)
+
+    def material_to_query(self, dev: Deviation, registration: Registration, shape
+                          ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(missing, extra, hole): a `Deviation`'s masks on the model grid and pose -> (H, W)
+        bool on the pixels of the query of `shape` that `registration` took to the model pose
+        (nearest; False outside). hole: the missing material that the query's own material
+        encloses (a hole through the part, not a piece broken off its outline)."""
+        g = self.config.grid
+        hole = np.zeros_like(dev.missing)
+        if dev.query_material is not None and dev.missing.any():
+            hole = dev.missing & ndimage.binary_fill_holes(dev.query_material)
+        code = (dev.missing + 2 * dev.extra.astype(np.float32) + 4 * hole)[..., None]
+        mg = _grid_matrix(registration.matrix, shape, self.shape, g)
+        if not np.allclose(mg, np.eye(3), atol=1e-9):
             code = _warp_stack(code, mg, g, 0, 0.0)
-        code = _from_grid_nearest(np.round(code[..., 0]).astype(np.int8), qshape)
-        return Inspection(back, (code & 1) > 0, (code & 2) > 0, registration, self.alignable,
-                          False, self.reason, dev)
+        code = _from_grid_nearest(np.round(code[..., 0]).astype(np.int8), shape)
+        return (code & 1) > 0, (code & 2) > 0, (code & 4) > 0
 
     def to_query(self, grid_map: np.ndarray, registration: Registration, shape) -> np.ndarray:
         """(g, g) map on the model grid and pose -> (H, W) float32 on the pixels of the query
