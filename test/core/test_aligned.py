@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from zsg_iad_ros.core import aligned
-from zsg_iad_ros.core.detector import HOLE_TYPE, MISSING_TYPE
+from zsg_iad_ros.core.detector import EXTRA_TYPE, HOLE_TYPE, MISSING_TYPE, RAISED_TYPE
 from zsg_iad_ros.data.synthetic import generate_sample
 
 DESIGN = 11                 # one gear design: every seed is the same product in another pose
@@ -63,19 +63,23 @@ def test_missing_tooth_stands_out_where_it_is_missing(taught, good_scores):
     assert flagged >= 7
 
 
-def test_regions_say_where_material_is_missing_or_holed(taught):
+def test_regions_say_what_the_height_map_compared_in_register_shows(taught):
     """A region typed from the comparison in register: a bore through the gear (its height map
-    falls to the table's inside the part's material) is a hole; a crack and a bump leave the
-    material whole, and no region of theirs says missing material or a hole (measured on 6
-    gears each: every hole typed a hole, no crack or bump region typed by material)."""
+    falls to the table's inside the part's material) is a hole; a bump stands higher than the
+    references' surface and is a bump (the sentences called these dents); a crack lies lower
+    and leaves the material whole: none of those (measured: every hole typed a hole, every bump
+    a bump, no crack region any of the three)."""
+    assert {MISSING_TYPE, HOLE_TYPE, EXTRA_TYPE, RAISED_TYPE} <= set(taught.region_types)
     for s in TEST_SEEDS[:3]:
         r = taught.detect(gear("hole", s).frame, update_memory=False)
         assert r.is_anomalous and [g.defect_type for g in r.regions] == [HOLE_TYPE], s
-        for defect in ("crack", "bump"):
-            r = taught.detect(gear(defect, s).frame, update_memory=False)
-            assert r.regions, (defect, s)
-            assert not {g.defect_type for g in r.regions} & {MISSING_TYPE, HOLE_TYPE}, \
-                (defect, s, r.regions)
+        r = taught.detect(gear("bump", s).frame, update_memory=False)
+        assert r.is_anomalous and {g.defect_type for g in r.regions} == {RAISED_TYPE}, \
+            (s, r.regions)
+        r = taught.detect(gear("crack", s).frame, update_memory=False)
+        assert r.regions, s
+        assert not {g.defect_type for g in r.regions} & {MISSING_TYPE, HOLE_TYPE, RAISED_TYPE}, \
+            (s, r.regions)
 
 
 def test_texture_streams_and_unregistered_frames_keep_the_feature_memory(detector_factory):

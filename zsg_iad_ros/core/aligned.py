@@ -285,6 +285,13 @@ class Comparison:
         Brought back on request: only a flagged part's regions ask."""
         return self.model.material_to_query(self.deviation, self.registration, self.map.shape)
 
+    def relief(self) -> np.ndarray:
+        """(H, W) float32 on the part's pixels: the deviation above the band minus the
+        deviation below it, in spread units. Of a one-channel image, the height map: > 0 where
+        the part stands higher than its references, < 0 where lower."""
+        dev = self.deviation
+        return self.model.to_query(dev.above - dev.below, self.registration, self.map.shape)
+
 
 def inspect(models: Dict[str, VariationModel], images: Dict[str, object],
             foreground: np.ndarray, on: str = RGB,

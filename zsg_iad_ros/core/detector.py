@@ -68,6 +68,9 @@ MISSING_TYPE, HOLE_TYPE, EXTRA_TYPE = "missing", "hole", "extra_part"
 #: gear 11 of its 66 px; no pixel of a crack's or a bump's region (docs/DETECTOR.md, "Aligned
 #: comparison")
 MATERIAL_SHARE, MATERIAL_MIN_PX = 0.05, 4
+#: type of a region that the height map compared in register finds higher than the
+#: references' surface (a sunk region is no bump; a crack, a dent or a missing piece lie lower)
+RAISED_TYPE = "bump"
 #: parts of one stream held through its warm-up at most (`revise_warm_up`); an older one is
 #: then let go unrevised (counted in `Detector.unrevised`): its earlier report stands
 MAX_HELD_PARTS = 16
@@ -849,6 +852,15 @@ class Detector:
                     sources=sources, raw=raw_scores, confident=confident, symmetric=symmetric,
                     aligned=in_pose)
 
+    @property
+    def region_types(self) -> List[str]:
+        """Every type a region can carry: the grounding sentences' (with grounding), those the
+        comparison in register says (with `variation`), and UNKNOWN_TYPE."""
+        types = set(getattr(self, "sentence_types", ())) | {UNKNOWN_TYPE}
+        if self.config.variation:
+            types |= {MISSING_TYPE, HOLE_TYPE, EXTRA_TYPE, RAISED_TYPE}
+        return sorted(types)
+
     def own_image_scored(self, stream: str = "default") -> Optional[bool]:
         """Whether the stream's parts are also scored against their own surface
         (`intra_image`); None while 'auto' has not seen enough parts to decide."""
@@ -1363,16 +1375,17 @@ class Detector:
     def _regions(self, mask, amap, modality_maps, threshold, frame, ground, used,
                  aligned=None):
         """The flagged part's regions and their grounding hypotheses. A region is typed by the
-        most similar defect sentence its evidence allows, or by the material that the aligned
-        comparison (`aligned`: {modality: `aligned.Comparison`}) finds missing or extra in it
-        (`_material_type`)."""
+        most similar defect sentence its evidence allows, or by what the aligned comparison
+        (`aligned`: {modality: `aligned.Comparison`}) finds in it: material missing or extra
+        (`_material_type`), else a surface higher than the references' (`_relief_sign`)."""
         regions: List[DefectRegion] = []
         hyps: List[Hypothesis] = []
         if not mask.any():
             return regions, hyps
         lab, n = ndimage.label(mask)
         H, W = mask.shape
-        material = _material(aligned, (H, W)) if aligned else None
+        material = _material(aligned, (H, W)) if aligned else None  # None: not known
+        relief = _relief(aligned, (H, W)) if aligned else None
         for i, sl in enumerate(ndimage.find_objects(lab), start=1):
             reg = lab == i
             ys, xs = np.nonzero(reg)
@@ -1383,9 +1396,15 @@ class Detector:
                 mods = [m for m in mods if m == RGB] or [max(
                     modality_maps, key=lambda k: float(modality_maps[k].max()))]
             dtype, hyp = UNKNOWN_TYPE, None
-            # what the comparison in register says of the region's material, if anything
+            # what the comparison in register says of the region, if anything: the material
+            # missing or extra in it, else whether it lies higher than the references' surface
+            # (lower: sign < 0)
+            sign = _relief_sign(reg, *relief) if relief is not None else 0
             said = (_material_type(reg, *material, mods, frame.sensor_type)
                     if material is not None else None)
+            if said is None and sign > 0 and type_fits_evidence(RAISED_TYPE, mods,
+                                                                frame.sensor_type):
+                said = RAISED_TYPE
             if ground is not None:
                 gh, gw = ground.attention.shape[-2:]
                 small = F.interpolate(torch.from_numpy(reg.astype(np.float32))[None, None],
@@ -1394,11 +1413,12 @@ class Detector:
                     sims = self.grounding.region_sentence_scores(ground, small, self._defect_text)
                     # the most similar sentence among the types the region's evidence allows (a
                     # region only the X-ray sees is no dent; no piece is missing where the
-                    # comparison in register found the part's material whole); all of them
-                    # when none fits
+                    # comparison in register found the part's material whole, and a region it
+                    # found sunk is no bump); all of them when none fits
                     fits = torch.tensor([type_fits_evidence(t, mods, frame.sensor_type)
                                          and not (t == MISSING_TYPE and material is not None
                                                   and said != MISSING_TYPE)
+                                         and not (t == RAISED_TYPE and sign < 0)
                                          for t in self.sentence_types], device=sims.device)
                     if bool(fits.any()):
                         sims = sims.masked_fill(~fits, float("-inf"))
@@ -1479,19 +1499,24 @@ def _fold_map(cmaps: Dict[str, torch.Tensor], m: str, dev: np.ndarray, stats) ->
     cmaps[m] = torch.where(small > 0, torch.maximum(cmaps[m], z), cmaps[m])
 
 
-def _material(aligned: dict, shape) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _material(aligned: dict, shape) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(missing, extra, hole) material of a part compared in register (`Comparison.material`)
-    as (H, W) bool masks of `shape` (nearest pixel): its height map's where it was compared
-    (material is height), else the union over its other modalities (material is their
-    foreground)."""
-    found = None
-    for compared in ([aligned[GEOMETRY]] if GEOMETRY in aligned else aligned.values()):
-        masks = compared.material()
-        found = masks if found is None else tuple(a | b for a, b in zip(found, masks))
-    h, w = found[0].shape
+    as (H, W) bool masks of `shape`, from its height map where the height says where there is
+    material (a part on a table: `VariationModel.level`); None otherwise. A foreground says it
+    less surely (the cast shadow fills a missing tooth's gap), and a board that fills the view
+    stands on no table: there a crack and a bump came out as extra and missing material."""
+    compared = aligned.get(GEOMETRY)
+    if compared is None or compared.model.level is None:
+        return None
+    return tuple(_nearest(m, shape) for m in compared.material())
+
+
+def _nearest(x: np.ndarray, shape) -> np.ndarray:
+    """(h, w) map -> `shape`, nearest pixel."""
+    h, w = x.shape
     rows = np.minimum((np.arange(shape[0]) + 0.5) * h // shape[0], h - 1).astype(int)
     cols = np.minimum((np.arange(shape[1]) + 0.5) * w // shape[1], w - 1).astype(int)
-    return tuple(m[np.ix_(rows, cols)] for m in found)
+    return x[np.ix_(rows, cols)]
 
 
 def _material_type(region: np.ndarray, missing: np.ndarray, extra: np.ndarray,
@@ -1507,6 +1532,27 @@ def _material_type(region: np.ndarray, missing: np.ndarray, extra: np.ndarray,
     if kind == MISSING_TYPE and 2 * int((region & hole).sum()) > px[kind]:
         kind = HOLE_TYPE
     return kind if type_fits_evidence(kind, modalities, sensor_type) else None
+
+
+def _relief(aligned: dict, shape) -> Optional[Tuple[np.ndarray, float]]:
+    """(the height map's `Comparison.relief` as an (H, W) map of `shape` (nearest pixel), the
+    deviation [spread units] beyond which it counts: its model's `material_band`), or None
+    where the part's height map was not compared in register."""
+    compared = aligned.get(GEOMETRY)
+    if compared is None:
+        return None
+    return _nearest(compared.relief(), shape), compared.model.config.material_band
+
+
+def _relief_sign(region: np.ndarray, relief: np.ndarray, band: float) -> int:
+    """1 where the region lies higher than the references' surface, -1 where lower, 0 where
+    the height map does not say (fewer than MATERIAL_MIN_PX of its pixels beyond `band`, or
+    neither side twice the other's)."""
+    raised = int((relief[region] > band).sum())
+    sunk = int((relief[region] < -band).sum())
+    if max(raised, sunk) < MATERIAL_MIN_PX:
+        return 0
+    return 1 if raised > 2 * sunk else -1 if sunk > 2 * raised else 0
 
 
 def _part_spread(dev: np.ndarray, fg: np.ndarray) -> float:

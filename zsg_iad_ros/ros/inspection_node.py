@@ -560,7 +560,7 @@ class InspectionNode(Node):
             "threshold_mode": "calibrated" if parse_threshold(self.p["threshold"]) is None
             else "fixed",
             "sensor_type": self.p["sensor_type"], "device": str(det.device),
-            "labels": sorted(set(getattr(det, "sentence_types", []) or [])),
+            "labels": list(getattr(det, "region_types", []) or []),
             "stream": self.stream,
             "inputs": {"rgb": self.p["rgb_topic"], "sensor": self.p["sensor_topic"],
                        "depth": self.p["depth_topic"]},
