@@ -10,7 +10,8 @@ import pytest
 from scipy import ndimage
 
 from zsg_iad_ros.core import aligned
-from zsg_iad_ros.core.detector import EXTRA_TYPE, HOLE_TYPE, MISSING_TYPE, RAISED_TYPE
+from zsg_iad_ros.core.detector import (EXTRA_TYPE, HOLE_TYPE, MISSING_TYPE, RAISED_TYPE,
+                                       TINTED_TYPE)
 from zsg_iad_ros.data.synthetic import generate_sample
 
 DESIGN = 11                 # one gear design: every seed is the same product in another pose
@@ -69,7 +70,8 @@ def test_regions_say_what_the_height_map_compared_in_register_shows(taught):
     references' surface and is a bump (the sentences called these dents); a crack lies lower
     and leaves the material whole: none of those (measured: every hole typed a hole, every bump
     a bump, no crack region any of the three)."""
-    assert {MISSING_TYPE, HOLE_TYPE, EXTRA_TYPE, RAISED_TYPE} <= set(taught.region_types)
+    assert {MISSING_TYPE, HOLE_TYPE, EXTRA_TYPE, RAISED_TYPE, TINTED_TYPE} <= set(
+        taught.region_types)
     for s in TEST_SEEDS[:3]:
         r = taught.detect(gear("hole", s).frame, update_memory=False)
         assert r.is_anomalous and [g.defect_type for g in r.regions] == [HOLE_TYPE], s
@@ -256,6 +258,55 @@ def test_a_change_of_hue_alone_stands_out_where_it_is(capsules, taught):
     assert found >= 2
 
 
+def speckled(det, frame, tint, n=6, seed=0):
+    """`frame` with `n` spots of 2 px radius tinted by `tint` (grey levels per channel) in a
+    cluster on the part's face, where its height map is flat; and their (row, col) centres
+    in the detector's pixels."""
+    from zsg_iad_ros.core import hue_specks
+    from zsg_iad_ros.core.detector import HEIGHT
+
+    inside = hue_specks.interior(det._images(frame, {})[HEIGHT])
+    depth = ndimage.distance_transform_edt(inside)
+    cv, cu = np.unravel_index(np.argmax(depth), depth.shape)
+    rng = np.random.default_rng(seed)
+    centres = [(cv + dv, cu + du) for dv, du in rng.integers(-6, 7, (n, 2))]
+    rgb = np.asarray(frame.rgb).astype(np.float32)
+    k = rgb.shape[0] / inside.shape[0]
+    v, u = np.mgrid[:rgb.shape[0], :rgb.shape[1]]
+    for c in centres:
+        rgb[(v - c[0] * k) ** 2 + (u - c[1] * k) ** 2 <= 4 * k * k] += tint
+    return dataclasses.replace(frame, rgb=np.clip(rgb, 0, 255).astype(np.uint8)), centres
+
+
+def test_specks_that_tint_a_grey_part_stand_out_where_they_are(
+        taught, good_scores, capsules, monkeypatch):
+    """Faint warm specks on a grey gear (red up, blue down, brightness nearly unchanged: oil,
+    rust or brass chips) are half a pixel of the comparison's grid and far fainter than the
+    brushed finish in brightness; the grey part's hue specks (core/hue_specks.py) see them
+    where they lie, and the region there is a stain (the height map finds it level). A
+    coloured part's stream leaves that check to its chromaticity model."""
+    stream = taught._aligned["gear"]
+    assert stream.hue is not None and capsules._aligned["capsule"].hue is None
+    worst_good = max(r.pred_score for r in good_scores)
+    parts = [speckled(taught, gear("good", s).frame, (14.0, 0.0, -14.0), seed=s)
+             for s in TEST_SEEDS[:4]]
+    found = [taught.detect(frame, update_memory=False) for frame, _ in parts]
+    for (_, centres), r in zip(parts, found):
+        assert r.pred_score > worst_good, (r.pred_score, worst_good)
+        v, u = np.unravel_index(np.argmax(r.anomaly_map), r.anomaly_map.shape)
+        assert min(np.hypot(v - cv, u - cu) for cv, cu in centres) <= 6, ((v, u), centres)
+        at = [g for g in r.regions
+              if min(np.hypot(g.centroid_px[1] - cv, g.centroid_px[0] - cu)
+                     for cv, cu in centres) <= 12]
+        assert [g.defect_type for g in at] == [TINTED_TYPE], r.regions
+    # without the check the same parts pass as good ones. Measured, with / without it: 0.95-0.97
+    # / 0.03-0.05, the good gears at most 0.08
+    assert all(r.is_anomalous for r in found), [r.pred_score for r in found]
+    monkeypatch.setattr(stream, "hue", None)
+    unseen = [taught.detect(frame, update_memory=False) for frame, _ in parts]
+    assert not any(r.is_anomalous for r in unseen), [r.pred_score for r in unseen]
+
+
 def test_a_part_registers_on_another_image_where_one_fails(taught):
     """Each part is registered on every image the stream can register on: where one of them
     shows nothing to register (a blank frame), the others still bring the part into the
@@ -416,8 +467,9 @@ def test_omnibus_fusion_keeps_the_variation_models_evidence_apart(detector_facto
     det.teach([gear("good", s).frame for s in REF_SEEDS])
     frame = gear("missing_part", TEST_SEEDS[1]).frame
     scored = det._score(det._validate(frame), {})
-    # feature memory, rotational self-comparison (a gear is symmetric) and variation model each
-    assert len(scored["sources"]) == 3 * len(scored["cscores"])
+    # feature memory, rotational self-comparison (a gear is symmetric) and variation model
+    # each, and the grey gear's hue specks
+    assert len(scored["sources"]) == 3 * len(scored["cscores"]) + 1
     r = det.detect(frame, update_memory=False)
     assert r.pred_score == pytest.approx(sc.squash(sc.fuse(scored["sources"], "omnibus")))
     assert r.is_anomalous, r.pred_score

@@ -120,11 +120,20 @@ class AlignedStream:
     #: on a finer grid than the default, the same references' models on the default grid, for
     #: parts not in the model pose (`for_part`)
     coarse: Optional["AlignedStream"] = None
+    #: calibration of the hue-speck score of a grey part (core/hue_specks.py), from the
+    #: references' own scores; None where the parts carry colour or have no height map
+    hue: Optional[ScoreStats] = None
 
     @property
     def grid(self) -> int:
         """Side of the models' grid [px]."""
         return self.models[self.on].config.grid
+
+    @property
+    def colour(self) -> bool:
+        """Whether the RGB model compares the part's chromaticity (its references carry
+        colour, `COLOUR_MIN`) besides the luminance bands."""
+        return self.models[RGB].mean.shape[-1] > RGB_BANDS
 
     @property
     def weights(self) -> Dict[str, float]:

@@ -71,6 +71,9 @@ MATERIAL_SHARE, MATERIAL_MIN_PX = 0.05, 4
 #: type of a region that the height map compared in register finds higher than the
 #: references' surface (a sunk region is no bump; a crack, a dent or a missing piece lie lower)
 RAISED_TYPE = "bump"
+#: type of a region that a grey part's hue specks (core/hue_specks.py) flag and that the height
+#: map leaves level: matter on the surface, the sentence bank's contamination type
+TINTED_TYPE = "stain"
 #: parts of one stream held through its warm-up at most (`revise_warm_up`); an older one is
 #: then let go unrevised (counted in `Detector.unrevised`): its earlier report stands
 MAX_HELD_PARTS = 16
@@ -551,8 +554,28 @@ class Detector:
                               fixture_grid=None if grid else aligned.FIXTURE_GRID)
         if found is None:
             return "off: a texture (the references are self-similar), no pose to align"
+        if not found.colour:
+            found.hue = self._hue_stats(compared)
         self._aligned[stream] = found
         return "on"
+
+    def _hue_stats(self, compared: List[tuple]) -> Optional[sc.ScoreStats]:
+        """Calibration of the hue-speck score (core/hue_specks.py) from the references'
+        comparison images: their own scores' median / MAD, widened for their number; None
+        where a reference has no colour rendering or its height map shows no part."""
+        from . import hue_specks
+
+        scores = []
+        for out, colour in compared:
+            speck = (None if colour is None or GEOMETRY not in out
+                     else hue_specks.speck_map(colour, out[GEOMETRY]))
+            if speck is None:
+                return None
+            scores.append(hue_specks.image_score(speck))
+        # the score is a peak of colour shares, far below the memory's distances: its own
+        # absolute floor
+        return sc.ScoreStats.of_scores(scores, quantile=self._quantile(),
+                                       min_abs_scale=hue_specks.SCALE_FLOOR)
 
     def registered_on(self, stream: str = "default") -> Optional[str]:
         """The modality whose image the stream's parts are registered on for the aligned
@@ -726,7 +749,8 @@ class Detector:
         they run, its own-image score's, its self-comparison's and its variation model's),
         raw (modality -> (raw image score, spread)), confident (bool), symmetric (whether the
         part is symmetric; None where the self-comparison did not look), aligned (modality ->
-        `aligned.Comparison` where the part was compared in register)."""
+        `aligned.Comparison` where the part was compared in register), tinted (the hue specks'
+        calibrated map of a grey part, `_score_aligned`, or None)."""
         worker = self._comparison_worker()
         # The geometry's images are made on a thread of their own (the point cloud is the
         # costliest input) while this one renders the other images and extracts their
@@ -840,9 +864,10 @@ class Detector:
             sources += list(found.values())
             for m, c in found.items():  # a defect one of the two sees keeps its score
                 cscores[m] = sc.max_of_normals([cscores[m], c])
-        in_pose = {}
+        in_pose, tinted = {}, None
         if in_aligned is not None:
-            found, in_pose = self._score_aligned(in_aligned.result(), cmaps, cscores, timings)
+            found, in_pose, tinted = self._score_aligned(in_aligned.result(), cmaps, cscores,
+                                                         timings)
             sources += found
         combined = {m: self._combine_views(m, cscores, views, calibration) for m in cscores}
         by_modality = {m: c for m, (c, _) in combined.items()}
@@ -850,7 +875,7 @@ class Detector:
         return dict(used=used, keys=keys, feats=feats, images=images, cmaps=cmaps,
                     cscores=cscores, views=views, by_modality=by_modality, weights=weights,
                     sources=sources, raw=raw_scores, confident=confident, symmetric=symmetric,
-                    aligned=in_pose)
+                    aligned=in_pose, tinted=tinted)
 
     @property
     def region_types(self) -> List[str]:
@@ -858,7 +883,7 @@ class Detector:
         comparison in register says (with `variation`), and UNKNOWN_TYPE."""
         types = set(getattr(self, "sentence_types", ())) | {UNKNOWN_TYPE}
         if self.config.variation:
-            types |= {MISSING_TYPE, HOLE_TYPE, EXTRA_TYPE, RAISED_TYPE}
+            types |= {MISSING_TYPE, HOLE_TYPE, EXTRA_TYPE, RAISED_TYPE, TINTED_TYPE}
         return sorted(types)
 
     def own_image_scored(self, stream: str = "default") -> Optional[bool]:
@@ -1080,19 +1105,35 @@ class Detector:
 
         t0 = time.perf_counter()
         images, fg = self._aligned_inputs(compared.result())
+        hue = self._hue_specks(stream.hue, compared.result())
         stream, reg = aligned.for_part(stream, images, fg)
         maps = aligned.inspect(stream.models, images, fg, stream.on, stream.templates,
                                stream.view, reg, stream.weights)
-        return stream, maps, (time.perf_counter() - t0) * 1e3
+        return stream, maps, hue, (time.perf_counter() - t0) * 1e3
+
+    @staticmethod
+    def _hue_specks(stats: Optional[sc.ScoreStats], compared: tuple) -> Optional[tuple]:
+        """(speck map, calibration) of a grey part's hue specks (core/hue_specks.py) where
+        its stream calibrated them (`stats`) and its height map shows the part; else None."""
+        from . import hue_specks
+
+        out, colour = compared
+        if stats is None or colour is None or GEOMETRY not in out:
+            return None
+        speck = hue_specks.speck_map(colour, out[GEOMETRY])
+        return None if speck is None else (speck, stats)
 
     def _score_aligned(self, found: tuple, cmaps, cscores, timings) -> tuple:
         """Fold the aligned comparison (`_inspect_aligned`'s result) into the modality scores
         (in place): per modality the image score is Stouffer's sum of the feature memory's and
         the variation model's calibrated scores (both ~N(0, 1) on normal parts) and the map the
-        larger of the two. Returns (the variation models' calibrated scores, {modality:
-        `aligned.Comparison`} of the modalities folded in)."""
-        stream, maps, timings["aligned"] = found
-        out, kept = [], {}
+        larger of the two; a grey part's hue specks are folded into RGB. Returns (the variation
+        models' and the hue specks' calibrated scores, {modality: `aligned.Comparison`} of the
+        modalities folded in, the hue specks' calibrated map on the part's pixels or None)."""
+        from .hue_specks import image_score
+
+        stream, maps, hue, timings["aligned"] = found
+        out, kept, tinted = [], {}, None
         for m, compared in maps.items():
             if m not in cmaps:
                 continue
@@ -1104,7 +1145,17 @@ class Detector:
             cscores[m] = (cscores[m] + c_var) / np.sqrt(2.0)
             _fold_map(cmaps, m, compared.map, st)
             kept[m] = compared
-        return out, kept
+        if hue is not None and RGB in kept:
+            speck, st = hue
+            c_hue = (image_score(speck) - st.loc) / st.scale
+            out.append(float(c_hue))
+            # specks the other two cannot see keep their score (the max, as the own-image
+            # score is folded in): they hardly move the luminance the comparison and the
+            # memory see
+            cscores[RGB] = sc.max_of_normals([cscores[RGB], c_hue])
+            _fold_map(cmaps, RGB, speck, st)
+            tinted = (speck - st.loc) / st.scale
+        return out, kept, tinted
 
     def _evidence(self, scored: dict, frame: Frame) -> torch.Tensor:
         """(IN_CH, h, w) grounding evidence from the scored frame."""
@@ -1205,7 +1256,7 @@ class Detector:
             np.zeros((H, W), bool)
         mask = self._clean(mask)
         regions, hyps = self._regions(mask, amap, modality_maps, threshold, frame, ground,
-                                      used, scored["aligned"])
+                                      used, scored["aligned"], scored["tinted"])
         # Admit typical-looking parts only: a defective part would teach the memory that its
         # defect is normal, and a defect that stays under the threshold is still a defect. Before
         # calibration exists only the decision can judge; the first parts bootstrap an empty
@@ -1373,11 +1424,13 @@ class Detector:
         return keep[lab]
 
     def _regions(self, mask, amap, modality_maps, threshold, frame, ground, used,
-                 aligned=None):
+                 aligned=None, tinted=None):
         """The flagged part's regions and their grounding hypotheses. A region is typed by the
         most similar defect sentence its evidence allows, or by what the aligned comparison
         (`aligned`: {modality: `aligned.Comparison`}) finds in it: material missing or extra
-        (`_material_type`), else a surface higher than the references' (`_relief_sign`)."""
+        (`_material_type`), else a surface higher than the references' (`_relief_sign`), else,
+        on a grey part, specks that tint it (`tinted`: the hue specks' calibrated map) where
+        the height map says neither higher nor lower."""
         regions: List[DefectRegion] = []
         hyps: List[Hypothesis] = []
         if not mask.any():
@@ -1386,6 +1439,8 @@ class Detector:
         H, W = mask.shape
         material = _material(aligned, (H, W)) if aligned else None  # None: not known
         relief = _relief(aligned, (H, W)) if aligned else None
+        tint = None if tinted is None else sc.squash(torch.from_numpy(
+            _nearest(tinted, (H, W)))).numpy()
         for i, sl in enumerate(ndimage.find_objects(lab), start=1):
             reg = lab == i
             ys, xs = np.nonzero(reg)
@@ -1405,6 +1460,9 @@ class Detector:
             if said is None and sign > 0 and type_fits_evidence(RAISED_TYPE, mods,
                                                                 frame.sensor_type):
                 said = RAISED_TYPE
+            if (said is None and sign == 0 and relief is not None and tint is not None
+                    and float(tint[reg].max()) >= threshold):
+                said = TINTED_TYPE
             if ground is not None:
                 gh, gw = ground.attention.shape[-2:]
                 small = F.interpolate(torch.from_numpy(reg.astype(np.float32))[None, None],
