@@ -261,7 +261,7 @@ def test_a_change_of_hue_alone_stands_out_where_it_is(capsules, taught):
 def speckled(det, frame, tint, n=6, seed=0):
     """`frame` with `n` spots of 2 px radius tinted by `tint` (grey levels per channel) in a
     cluster on the part's face, where its height map is flat; and their (row, col) centres
-    in the detector's pixels."""
+    in the frame's pixels."""
     from zsg_iad_ros.core import hue_specks
     from zsg_iad_ros.core.detector import HEIGHT
 
@@ -275,7 +275,8 @@ def speckled(det, frame, tint, n=6, seed=0):
     v, u = np.mgrid[:rgb.shape[0], :rgb.shape[1]]
     for c in centres:
         rgb[(v - c[0] * k) ** 2 + (u - c[1] * k) ** 2 <= 4 * k * k] += tint
-    return dataclasses.replace(frame, rgb=np.clip(rgb, 0, 255).astype(np.uint8)), centres
+    return (dataclasses.replace(frame, rgb=np.clip(rgb, 0, 255).astype(np.uint8)),
+            [(cv * k, cu * k) for cv, cu in centres])
 
 
 def test_specks_that_tint_a_grey_part_stand_out_where_they_are(
