@@ -566,14 +566,13 @@ class Detector:
         from . import hue_specks
 
         scores = []
-        for out, colour in compared:
-            speck = (None if colour is None or GEOMETRY not in out
-                     else hue_specks.speck_map(colour, out[GEOMETRY]))
+        for images in compared:
+            speck = _speck_map(images)
             if speck is None:
                 return None
             scores.append(hue_specks.image_score(speck))
-        # the score is a peak of colour shares, far below the memory's distances: its own
-        # absolute floor
+        # the score is a peak of hue differences of about 0.01, far below the memory's
+        # distances: its own absolute floor
         return sc.ScoreStats.of_scores(scores, quantile=self._quantile(),
                                        min_abs_scale=hue_specks.SCALE_FLOOR)
 
@@ -1100,28 +1099,18 @@ class Detector:
     def _inspect_aligned(self, stream, compared) -> tuple:
         """The aligned comparison of one part from its comparison images, given as the future
         of `_comparison_images` (`_score`): (the stream's models it was compared with,
-        `aligned.inspect`'s maps, its duration [ms])."""
+        `aligned.inspect`'s maps, (hue-speck map, its calibration) of a grey part or None, its
+        duration [ms])."""
         from . import aligned
 
         t0 = time.perf_counter()
         images, fg = self._aligned_inputs(compared.result())
-        hue = self._hue_specks(stream.hue, compared.result())
+        speck = None if stream.hue is None else _speck_map(compared.result())
+        hue = None if speck is None else (speck, stream.hue)
         stream, reg = aligned.for_part(stream, images, fg)
         maps = aligned.inspect(stream.models, images, fg, stream.on, stream.templates,
                                stream.view, reg, stream.weights)
         return stream, maps, hue, (time.perf_counter() - t0) * 1e3
-
-    @staticmethod
-    def _hue_specks(stats: Optional[sc.ScoreStats], compared: tuple) -> Optional[tuple]:
-        """(speck map, calibration) of a grey part's hue specks (core/hue_specks.py) where
-        its stream calibrated them (`stats`) and its height map shows the part; else None."""
-        from . import hue_specks
-
-        out, colour = compared
-        if stats is None or colour is None or GEOMETRY not in out:
-            return None
-        speck = hue_specks.speck_map(colour, out[GEOMETRY])
-        return None if speck is None else (speck, stats)
 
     def _score_aligned(self, found: tuple, cmaps, cscores, timings) -> tuple:
         """Fold the aligned comparison (`_inspect_aligned`'s result) into the modality scores
@@ -1555,6 +1544,18 @@ def _fold_map(cmaps: Dict[str, torch.Tensor], m: str, dev: np.ndarray, stats) ->
     small = F.adaptive_max_pool2d(d[None, None], cmaps[m].shape)[0, 0]
     z = (small - stats.loc) / stats.scale
     cmaps[m] = torch.where(small > 0, torch.maximum(cmaps[m], z), cmaps[m])
+
+
+def _speck_map(compared: tuple) -> Optional[np.ndarray]:
+    """A part's hue-speck map (`hue_specks.speck_map`) from its comparison images
+    (`Detector._comparison_images`); None without a colour rendering or a height map, or where
+    the height map shows no part."""
+    from . import hue_specks
+
+    out, colour = compared
+    if colour is None or GEOMETRY not in out:
+        return None
+    return hue_specks.speck_map(colour, out[GEOMETRY])
 
 
 def _material(aligned: dict, shape) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
