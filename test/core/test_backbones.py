@@ -143,6 +143,21 @@ def test_sensor_image_bands_highlight_a_blob():
         sensor_image(np.zeros((4, 4, 3)), "thermal")
 
 
+@pytest.mark.parametrize("shape", [(256, 256), (120, 200), (600, 1100)])
+def test_the_band_images_wide_blur_is_scipys_gaussian(shape):
+    """The coarse band's sigma-16 blur (matrix products where the image is small, scipy's
+    convolution where it is large) gives scipy's Gaussian, edges included."""
+    from scipy import ndimage
+
+    from zsg_iad_ros.core.backbones import _wide_gaussian
+
+    x = np.random.default_rng(1).random(shape).astype(np.float32)
+    x[: shape[0] // 3, : shape[1] // 4] += 2.0  # a bright corner: the edges' reflection counts
+    got = _wide_gaussian(x, 16.0)
+    assert got.shape == shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, ndimage.gaussian_filter(x, 16.0), rtol=0, atol=2e-6)
+
+
 def test_chromaticity_ignores_shading_and_white_balance_but_sees_hue():
     """A lamp's shading and colour scale the channels (alike, or per channel over the whole
     image): the hue channels do not move. A patch of another hue at the same luminance, which

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import List, Optional
 
@@ -415,6 +416,33 @@ def sensor_image(sensor: np.ndarray, sensor_type: str = "thermal") -> np.ndarray
     return _bands(robust_normalise(sensor, sensor_type))
 
 
+@lru_cache(maxsize=8)
+def _gaussian_operator(n: int, sigma: float) -> torch.Tensor:
+    """(n, n) float32 G with G @ x = scipy.ndimage.gaussian_filter1d(x, sigma, axis=0), edges
+    and truncation included (the filter applied to the identity's columns)."""
+    from scipy import ndimage
+
+    return torch.from_numpy(ndimage.gaussian_filter1d(np.eye(n), sigma, axis=0).astype(np.float32))
+
+
+def _wide_gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
+    """scipy.ndimage.gaussian_filter(x, sigma) of an (H, W) image (to 1e-6), as two matrix
+    products where the image is small for the kernel: at sigma 16 on 256 px the 129-tap
+    convolution took 6 ms, the products under 1 ms, and every part renders two band images
+    (its colour image's and its sensor's). The products cost H + W per pixel, the
+    convolution twice its taps, each about 14 times cheaper in the products on 256 px: they
+    are taken up to 4 times the taps. torch, not numpy: its thread count is the one the
+    detector sets while a second thread works."""
+    from scipy import ndimage
+
+    h, w = x.shape
+    if h + w > 4 * 2 * (2 * int(4.0 * sigma + 0.5) + 1):  # scipy's default truncation, 4 sigma
+        return ndimage.gaussian_filter(x, sigma)
+    gv, gu = _gaussian_operator(h, float(sigma)), _gaussian_operator(w, float(sigma))
+    t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    return (gv @ t @ gu.T).numpy()
+
+
 def _bands(x: np.ndarray) -> np.ndarray:
     """(H, W) in [0, 1] -> (H, W, 3): [x, fine band-pass, coarse band-pass], bands scaled by
     their bulk (4 x median |band|) and tanh-compressed around 0.5."""
@@ -422,7 +450,7 @@ def _bands(x: np.ndarray) -> np.ndarray:
 
     g1 = ndimage.gaussian_filter(x, 1.0)
     g4 = ndimage.gaussian_filter(x, 4.0)
-    g16 = ndimage.gaussian_filter(x, 16.0)
+    g16 = _wide_gaussian(x, 16.0)
     bands = []
     for b in (g1 - g4, g4 - g16):
         s = max(4.0 * float(np.median(np.abs(b))), 1e-3)
