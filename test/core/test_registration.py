@@ -231,3 +231,47 @@ def test_robust_standardisation_uses_scipys_mad_to_the_bit():
                     1e-3 * (float(v.max()) - float(v.min())), 1e-12)
         want = np.where(np.isfinite(x), (x - med) / scale, 0.0).astype(np.float32)
         np.testing.assert_array_equal(_robust_z(x), want)
+
+
+def test_log_polar_samples_are_map_coordinates():
+    """The log-polar spectrum is sampled by a precomputed sparse matrix: the float32 values of
+    scipy's bilinear `map_coordinates`, on spectra of images and of noise."""
+    from zsg_iad_ros.core.registration import _log_polar_coords, _log_polar_operator
+
+    rng = np.random.default_rng(2)
+    for n, n_angles, n_radii in ((128, 360, 96), (64, 90, 32)):
+        coords, _ = _log_polar_coords(n, n_angles, n_radii)
+        op = _log_polar_operator(n, n_angles, n_radii)
+        for _ in range(5):
+            x = np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(rng.random((n, n))))))
+            want = ndimage.map_coordinates(x, coords, order=1, prefilter=False)
+            got = (op @ x.ravel()).reshape(n_angles, n_radii)
+            np.testing.assert_array_equal(got.astype(np.float32), want.astype(np.float32))
+
+
+def test_ncc_against_one_reference_is_the_plain_ncc_to_the_bit():
+    """A registration correlates many shifted queries with one reference, whose side is taken
+    once (`_NccWith`): the same bits as the normalised cross-correlation written out, also
+    where the query or the reference has NaN pixels, and NaN where too few pixels are left."""
+    from zsg_iad_ros.core.registration import _NccWith
+
+    def plain(a, b, m):
+        m = m & np.isfinite(a) & np.isfinite(b)
+        if m.sum() < 16:
+            return float("nan")
+        x, y = a[m].astype(np.float64), b[m].astype(np.float64)
+        x, y = x - x.mean(), y - y.mean()
+        den = np.sqrt((x * x).sum() * (y * y).sum())
+        return float((x * y).sum() / den) if den > 0 else 0.0
+
+    rng = np.random.default_rng(4)
+    b = rng.standard_normal((64, 64)).astype(np.float32)
+    b[rng.random(b.shape) < 0.05] = np.nan
+    m = rng.random(b.shape) < 0.6
+    with_b = _NccWith(b, m)
+    for k in range(6):
+        a = (0.5 * np.nan_to_num(b) + rng.standard_normal(b.shape)).astype(np.float32)
+        if k % 2:
+            a[rng.random(a.shape) < 0.1] = np.nan  # the query's holes leave the mask too
+        assert with_b(a) == plain(a, b, m)
+    assert np.isnan(_NccWith(b, np.zeros_like(m))(b))
