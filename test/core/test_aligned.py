@@ -119,9 +119,23 @@ def test_boards_of_one_layout_are_compared_in_register(detector_factory):
     det = detector_factory(variation=True)
     det.teach([board(s) for s in REF_SEEDS])
     assert det.variation_status["pcb"] == "on"
+    stream = det._aligned["pcb"]
+    assert stream.view is not None and stream.coarse.view is not None
     scores = [det.detect(board(s), update_memory=False) for s in range(10, 18)]
     assert all("aligned" in r.timings_ms for r in scores)
     assert not any(r.is_anomalous for r in scores), [r.pred_score for r in scores]
+
+
+def test_only_parts_in_pieces_are_registered_on_the_whole_view(taught):
+    """A board's foreground is its scattered components, a gear on the table one piece with
+    its bore filled: only the first is also registered on the whole view."""
+    blob = np.zeros((64, 64), bool)
+    blob[10:40, 10:40] = True
+    speck, two = blob.copy(), blob.copy()
+    speck[50:53, 50:53] = True  # 1 % of the part: glare or a shadow's tip beside it
+    two[50:60, 50:60] = True
+    assert not aligned.in_pieces([blob, speck]) and aligned.in_pieces([blob, two])
+    assert taught._aligned["gear"].view is None
 
 
 def test_boards_in_a_fixture_get_the_finer_grid_that_sees_their_missing_components(

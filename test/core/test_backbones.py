@@ -143,19 +143,20 @@ def test_sensor_image_bands_highlight_a_blob():
         sensor_image(np.zeros((4, 4, 3)), "thermal")
 
 
-@pytest.mark.parametrize("shape", [(256, 256), (120, 200), (600, 1100)])
-def test_the_band_images_wide_blur_is_scipys_gaussian(shape):
-    """The coarse band's sigma-16 blur (matrix products where the image is small, scipy's
-    convolution where it is large) gives scipy's Gaussian, edges included."""
+@pytest.mark.parametrize("shape", [(256, 256), (120, 200), (1100, 1900)])
+@pytest.mark.parametrize("sigma", [4.0, 16.0])
+def test_the_wide_blurs_are_scipys_gaussian(shape, sigma):
+    """The band images' and hue specks' wider blurs (matrix products where the image is
+    small, scipy's convolution where it is large) give scipy's Gaussian, edges included."""
     from scipy import ndimage
 
-    from zsg_iad_ros.core.backbones import _wide_gaussian
+    from zsg_iad_ros.core.backbones import gaussian_blur
 
     x = np.random.default_rng(1).random(shape).astype(np.float32)
     x[: shape[0] // 3, : shape[1] // 4] += 2.0  # a bright corner: the edges' reflection counts
-    got = _wide_gaussian(x, 16.0)
+    got = gaussian_blur(x, sigma)
     assert got.shape == shape and got.dtype == np.float32
-    np.testing.assert_allclose(got, ndimage.gaussian_filter(x, 16.0), rtol=0, atol=2e-6)
+    np.testing.assert_allclose(got, ndimage.gaussian_filter(x, sigma), rtol=0, atol=2e-6)
 
 
 def test_chromaticity_ignores_shading_and_white_balance_but_sees_hue():

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy import ndimage
 from scipy.stats import median_abs_deviation
 
 from .frame import GEOMETRY, RGB, SENSOR
@@ -65,6 +66,11 @@ FIXTURE_GRID = 256
 #: part (a gear) in a fixture registers as well one tooth on
 FIXTURE_ANGLE_DEG = 3.0
 IN_POSE_NCC = 0.05
+#: a foreground is in pieces (`in_pieces`) where its area outside its largest piece is at
+#: least this share of that piece: synthetic boards 0.055-5.1 (median 0.83); parts on a table
+#: (gears, capsules, bottles, brackets, hex nuts; 12 designs, 2 poses each) at most 0.003,
+#: specks of glare or shadow that the foreground keeps beside the part
+PIECES_MIN = 0.02
 #: candidate poses of one part (`inspect`) closer than this [px, at the part's corners and
 #: centre] are compared once: well within the models' positional tolerance (a pixel of their
 #: grid, 1-2 px of the image); at 0.5 px the twin compared was not always the better pose
@@ -114,7 +120,8 @@ class AlignedStream:
     #: registration templates: each part is also registered on those (see `inspect`)
     templates: Dict[str, RegistrationTemplate] = field(default_factory=dict)
     #: the model pose's image in modality `on` over the whole view, as a registration
-    #: template: each part is also registered on its whole view (see `inspect`)
+    #: template: each part is also registered on its whole view (see `inspect`); None where
+    #: every reference's foreground is one piece (`in_pieces`)
     view: Optional[RegistrationTemplate] = None
 
     #: on a finer grid than the default, the same references' models on the default grid, for
@@ -211,10 +218,11 @@ def _modality_config(config: VariationConfig, modality: str) -> VariationConfig:
 def _build(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray],
            config: VariationConfig, on: str
            ) -> Tuple[Dict[str, VariationModel], Dict[str, RegistrationTemplate],
-                      RegistrationTemplate]:
+                      Optional[RegistrationTemplate]]:
     """Models of every modality the references (of an object stream) share, all registered on
     modality `on`, the model pose's registration templates in the other modalities of
-    REGISTER_ON, and its template in modality `on` over the whole view."""
+    REGISTER_ON, and its template in modality `on` over the whole view where a reference's
+    foreground is in pieces (`in_pieces`; else None)."""
     kind = "object"  # `teach` has ruled a texture out
     own = [im[on] for im in images]
     signals = [_registration_image(on, im[on]) for im in images]
@@ -237,8 +245,25 @@ def _build(images: Sequence[Dict[str, object]], fgs: Sequence[np.ndarray],
                                   config.registration)
                  for m in REGISTER_ON if m != on and m in med}
     reg_on = _registration_image(on, med[on])
-    view = make_template(reg_on, np.ones(reg_on.shape[:2], bool), config.registration)
+    view = (make_template(reg_on, np.ones(reg_on.shape[:2], bool), config.registration)
+            if in_pieces(fgs) else None)
     return models, templates, view
+
+
+def in_pieces(foregrounds: Sequence[np.ndarray]) -> bool:
+    """Whether any of these foregrounds is in pieces (a board's components and pads): its
+    area outside its largest piece is PIECES_MIN of that piece or more. Registration centres
+    a part on its largest piece, which can change from part to part, so such parts are also
+    registered on the whole view (`candidate_poses`). A part lying on a table is one piece,
+    its holes filled, and its whole view registers it as its outline does, at the cost of one
+    more registration."""
+    for fg in foregrounds:
+        lab, n = ndimage.label(fg)
+        if n > 1:
+            areas = np.bincount(lab.ravel())[1:]
+            if areas.sum() - areas.max() >= PIECES_MIN * areas.max():
+                return True
+    return False
 
 
 def candidate_poses(models: Dict[str, VariationModel], images: Dict[str, object],

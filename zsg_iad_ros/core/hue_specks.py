@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .backbones import gaussian_blur
+
 #: the speck's scale and the lamp's: Gaussian sigmas [px] of the difference of Gaussians
 FINE_PX = 1.0
 COARSE_PX = 6.0
@@ -80,7 +82,7 @@ def speck_map(colour: torch.Tensor, height: np.ndarray) -> Optional[np.ndarray]:
         return None
     hue = opponent_hue(colour.float().cpu().numpy())
     fine = (ndimage.gaussian_filter(hue, (0, FINE_PX, FINE_PX))
-            - ndimage.gaussian_filter(hue, (0, COARSE_PX, COARSE_PX)))
+            - np.stack([gaussian_blur(c, COARSE_PX) for c in hue]))
     return np.where(inside, np.sqrt((fine * fine).sum(0)), 0.0).astype(np.float32)
 
 
