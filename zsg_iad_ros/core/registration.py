@@ -426,7 +426,7 @@ def _log_polar_operator(n: int, n_angles: int, n_radii: int) -> sparse.csr_matri
     `_log_polar_coords` of a flattened (n, n) spectrum: what
     `ndimage.map_coordinates(x, coords, order=1, prefilter=False)` computes (the same float32
     values, `test_log_polar_samples_are_map_coordinates`), in a tenth of its time (1.1 ms
-    a call, and a part's registrations make four)."""
+    a call, one per registration)."""
     coords, _ = _log_polar_coords(n, n_angles, n_radii)
     r, c = (coords[i].astype(np.float64).ravel() for i in (0, 1))
     r0, c0 = np.floor(r), np.floor(c)
