@@ -22,7 +22,7 @@ is looked for at the image's own resolution, on the part alone:
 The image score is the map's peak. It says nothing of a part that carries colour (a capsule's
 two colours meet along an edge of hue): there the variation model compares the chromaticity
 in register (core/aligned.py). Written here: no library offers a hue-speck detector; the
-filters are scipy's.
+filters are scipy's Gaussians (`backbones.gaussian_blur`).
 """
 
 from __future__ import annotations
@@ -81,8 +81,7 @@ def speck_map(colour: torch.Tensor, height: np.ndarray) -> Optional[np.ndarray]:
     if inside is None:
         return None
     hue = opponent_hue(colour.float().cpu().numpy())
-    fine = (ndimage.gaussian_filter(hue, (0, FINE_PX, FINE_PX))
-            - np.stack([gaussian_blur(c, COARSE_PX) for c in hue]))
+    fine = np.stack([gaussian_blur(c, FINE_PX) - gaussian_blur(c, COARSE_PX) for c in hue])
     return np.where(inside, np.sqrt((fine * fine).sum(0)), 0.0).astype(np.float32)
 
 

@@ -483,18 +483,20 @@ class _NccWith:
     bits."""
 
     def __init__(self, b: np.ndarray, m: np.ndarray):
-        self.b, self.m = b, m & np.isfinite(b)
-        self.y = self.b[self.m].astype(np.float64)
-        self.y = self.y - self.y.mean() if self.y.size else self.y
-        self.yy = (self.y * self.y).sum()
+        self.b = b
+        self.m, self.y, self.yy = self._side(b, m & np.isfinite(b))
+
+    @staticmethod
+    def _side(b: np.ndarray, m: np.ndarray) -> tuple:
+        """(mask, b's centred values in it, their sum of squares)."""
+        y = b[m].astype(np.float64)
+        y = y - y.mean() if y.size else y
+        return m, y, (y * y).sum()
 
     def __call__(self, a: np.ndarray) -> float:
         m, y, yy = self.m, self.y, self.yy
         if not np.isfinite(a[m]).all():  # NaN pixels of `a` leave the mask: b's side anew
-            m = m & np.isfinite(a)
-            y = self.b[m].astype(np.float64)
-            y = y - y.mean() if y.size else y
-            yy = (y * y).sum()
+            m, y, yy = self._side(self.b, m & np.isfinite(a))
         if m.sum() < 16:
             return float("nan")
         x = a[m].astype(np.float64)
