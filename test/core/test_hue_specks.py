@@ -1,7 +1,8 @@
-"""Hue specks on a grey part (core/hue_specks.py): a few pixels tinted by foreign matter stand
+"""Hue specks (core/hue_specks.py). On a grey part: a few pixels tinted by foreign matter stand
 out where they lie, while the finish and the lamp's shading, which change a grey part's
 brightness far more, do not; the outline, where the part meets a table of another colour, does
-not count."""
+not count. On a coloured part: specks of another material stand out, while the edge between its
+colours, its specular ridge, a stray pixel and a highlight on a rounded end do not."""
 import numpy as np
 import pytest
 import torch
@@ -68,3 +69,108 @@ def test_no_part_on_a_table_gives_no_map(height):
     colour, _ = grey_part(0)
     assert hue_specks.interior(height) is None
     assert hue_specks.speck_map(colour, height) is None
+
+
+def coloured_part(seed, specks=(), speck=(0.75, 0.72, 0.65), stray=None):
+    """(colour (3, S, S) tensor, height (S, S) mm): a lying capsule of two colours (orange
+    body, green cap meeting across its length), shaded across its width, with a specular ridge
+    along its length that pales it, on a grey table; `specks`: (row, col) centres of 2-px spots
+    of another material (`speck`, light grey by default) over it; `stray`: (row, col) of one
+    pixel in the cap's colour on the body."""
+    rng = np.random.default_rng(seed)
+    v, u = np.mgrid[:S, :S].astype(np.float64)
+    across = (v - S / 2) / (0.16 * S)  # -1..1 over the capsule's width
+    part = (np.abs(across) < 1) & (np.abs(u - S / 2) < 0.35 * S)
+    height = np.where(part, 4.0 * np.sqrt(np.clip(1 - across ** 2, 0, 1)), 0.0)
+    body, cap = np.array([0.85, 0.55, 0.2]), np.array([0.35, 0.7, 0.45])
+    albedo = np.where(u < S / 2 + rng.uniform(-4, 4), body[:, None, None], cap[:, None, None])
+    shade = 0.45 + 0.5 * np.sqrt(np.clip(1 - across ** 2, 0, 1))
+    ridge = 0.35 * np.exp(-0.5 * ((across - rng.uniform(-0.3, 0.3)) * 0.16 * S / 1.5) ** 2)
+    colour = albedo * shade + ridge
+    for cv, cu in specks:
+        spot = (v - cv) ** 2 + (u - cu) ** 2 <= 2.0
+        colour = np.where(spot, 0.3 * colour + 0.7 * np.array(speck)[:, None, None], colour)
+    if stray is not None:
+        colour[:, stray[0], stray[1]] = cap * shade[stray]
+    colour = np.where(part, colour, 0.45)
+    colour += rng.normal(0, 0.004, colour.shape)
+    return torch.from_numpy(np.clip(colour, 0, 1)).float(), height
+
+
+BODY_SPECKS = [(58, 40), (62, 46), (68, 43), (64, 52)]
+
+
+def coloured_score(*args, **kw):
+    return hue_specks.image_score(hue_specks.coloured_speck_map(*coloured_part(*args, **kw)))
+
+
+@pytest.mark.parametrize("speck", [(0.75, 0.72, 0.65), (0.08, 0.07, 0.06), (0.4, 0.3, 0.2)])
+def test_specks_on_a_coloured_part_stand_out_where_they_are(speck):
+    """Light grey, dark and brown specks on the orange body of a two-coloured capsule; the edge
+    between its colours and its pale specular ridge, where the difference of Gaussians of a
+    grey part peaks, do not count."""
+    colour, height = coloured_part(0)
+    plain = hue_specks.speck_map(colour, height)
+    assert plain is not None
+    good = [coloured_score(s) for s in range(6)]
+    colour, height = coloured_part(10, BODY_SPECKS, speck)
+    found = hue_specks.coloured_speck_map(colour, height)
+    assert hue_specks.image_score(found) > 2 * max(good), (hue_specks.image_score(found), good)
+    v, u = np.unravel_index(np.argmax(found), found.shape)
+    assert min(np.hypot(v - cv, u - cu) for cv, cu in BODY_SPECKS) <= 2, (v, u)
+
+
+def test_a_coloured_parts_edge_and_ridge_would_outweigh_its_specks_without_the_segments():
+    """Why a coloured part has a map of its own: the grey part's difference of Gaussians, on
+    its whole outline, peaks at the edge between the two colours and along the ridge, above
+    the specks."""
+    colour, height = coloured_part(10, BODY_SPECKS)
+    h = np.asarray(height)
+    dog = hue_specks.speck_map(colour, np.where(h > 0, 4.0, 0.0))  # as if flat: the outline
+    v, u = np.unravel_index(np.argmax(dog), dog.shape)
+    assert min(np.hypot(v - cv, u - cu) for cv, cu in BODY_SPECKS) > 4, (v, u)
+
+
+def test_one_stray_pixel_is_no_speck():
+    """A single pixel in the other colour (the camera's, at an edge between two colours) scores
+    as the good parts do; a 2-px speck of the same colour does not."""
+    good = [coloured_score(s) for s in range(6)]
+    assert coloured_score(10, stray=(62, 44)) < 1.2 * max(good)
+    assert coloured_score(10, [(62, 44)], speck=(0.35, 0.7, 0.45)) > 2 * max(good)
+
+
+def test_the_table_around_a_coloured_part_does_not_count():
+    colour, height = coloured_part(3)
+    found = hue_specks.coloured_speck_map(colour, height)
+    assert not found[np.asarray(height) <= hue_specks.TABLE_MM].any()
+
+
+@pytest.mark.parametrize("height", [np.zeros((S, S)), np.full((S, S), np.nan)])
+def test_no_coloured_part_on_a_table_gives_no_map(height):
+    colour, _ = coloured_part(0)
+    assert hue_specks.coloured_speck_map(colour, height) is None
+
+
+def rounded_capsule():
+    """(H, W) height map [mm] of a lying capsule with rounded ends: 4 mm radius over 16 px,
+    its axis along the columns 36-92 of row 64."""
+    v, u = np.mgrid[:S, :S].astype(np.float64)
+    d = np.hypot(v - S / 2, u - np.clip(u, 36, 92))  # distance from the axis segment [px]
+    return np.where(d < 16, 4.0 * np.sqrt(np.clip(1 - (d / 16) ** 2, 0, 1)), 0.0)
+
+
+def test_a_highlight_on_a_rounded_end_is_no_speck():
+    """The lamp lights a surface curved both ways (a capsule's rounded end) in a pale spot
+    whose place moves as the part turns; such surfaces are left out of a coloured part's map,
+    a cylinder's body (curved one way) is not."""
+    height = rounded_capsule()
+    curved = hue_specks.doubly_curved(height)
+    assert curved[64, 30] and curved[64, 98]  # on the ends
+    assert not curved[58:71, 44:85].any()      # along the body
+    colour, _ = coloured_part(0)
+    v, u = np.mgrid[:S, :S]
+    for cv, cu in ((64, 30), (64, 50)):  # a pale spot on an end, then on the body
+        spotted = colour.clone()
+        spotted[:, (v - cv) ** 2 + (u - cu) ** 2 <= 2] = 0.9
+        found = hue_specks.coloured_speck_map(spotted, height)
+        assert (float(found[cv - 3:cv + 4, cu - 3:cu + 4].max()) > 0.05) == (cu == 50), (cv, cu)

@@ -127,8 +127,9 @@ class AlignedStream:
     #: on a finer grid than the default, the same references' models on the default grid, for
     #: parts not in the model pose (`for_part`)
     coarse: Optional["AlignedStream"] = None
-    #: calibration of the hue-speck score of a grey part (core/hue_specks.py), from the
-    #: references' own scores; None where the parts carry colour or have no height map
+    #: calibration of the hue-speck score (core/hue_specks.py; `coloured_speck_map` where
+    #: `colour`), from the references' own scores; None for coloured parts in pieces and
+    #: where the parts have no height map
     hue: Optional[ScoreStats] = None
 
     @property

@@ -71,8 +71,8 @@ MATERIAL_SHARE, MATERIAL_MIN_PX = 0.05, 4
 #: type of a region that the height map compared in register finds higher than the
 #: references' surface (a sunk region is no bump; a crack, a dent or a missing piece lie lower)
 RAISED_TYPE = "bump"
-#: type of a region that a grey part's hue specks (core/hue_specks.py) flag and that the height
-#: map leaves level: matter on the surface, the sentence bank's contamination type
+#: type of a region that a part's hue specks (core/hue_specks.py) flag and that the height map
+#: leaves level: matter on the surface, the sentence bank's contamination type
 TINTED_TYPE = "stain"
 #: parts of one stream held through its warm-up at most (`revise_warm_up`); an older one is
 #: then let go unrevised (counted in `Detector.unrevised`): its earlier report stands
@@ -554,27 +554,30 @@ class Detector:
                               fixture_grid=None if grid else aligned.FIXTURE_GRID)
         if found is None:
             return "off: a texture (the references are self-similar), no pose to align"
-        if not found.colour:
-            found.hue = self._hue_stats(compared)
+        if not found.colour or found.view is None:  # not a coloured part in pieces
+            found.hue = self._hue_stats(compared, found.colour)
         self._aligned[stream] = found
         return "on"
 
-    def _hue_stats(self, compared: List[tuple]) -> Optional[sc.ScoreStats]:
-        """Calibration of the hue-speck score (core/hue_specks.py) from the references'
-        comparison images: their own scores' median / MAD, widened for their number; None
-        where a reference has no colour rendering or its height map shows no part."""
+    def _hue_stats(self, compared: List[tuple], coloured: bool) -> Optional[sc.ScoreStats]:
+        """Calibration of the hue-speck score (core/hue_specks.py; `coloured`: of a part that
+        carries colour) from the references' comparison images: their own scores' median /
+        MAD, widened for their number; None where a reference has no colour rendering or its
+        height map shows no part."""
         from . import hue_specks
 
         scores = []
         for images in compared:
-            speck = _speck_map(images)
+            speck = _speck_map(images, coloured)
             if speck is None:
                 return None
             scores.append(hue_specks.image_score(speck))
-        # the score is a peak of hue differences of about 0.01, far below the memory's
-        # distances: its own absolute floor
+        # the score is a peak of hue differences of about 0.01 (a grey part) to 0.05 (a
+        # coloured one), far below the memory's distances: its own absolute floor, and for a
+        # coloured part a wider relative one
+        wider = {"min_rel_scale": hue_specks.COLOURED_REL_SCALE} if coloured else {}
         return sc.ScoreStats.of_scores(scores, quantile=self._quantile(),
-                                       min_abs_scale=hue_specks.SCALE_FLOOR)
+                                       min_abs_scale=hue_specks.SCALE_FLOOR, **wider)
 
     def registered_on(self, stream: str = "default") -> Optional[str]:
         """The modality whose image the stream's parts are registered on for the aligned
@@ -749,7 +752,7 @@ class Detector:
         raw (modality -> (raw image score, spread)), confident (bool), symmetric (whether the
         part is symmetric; None where the self-comparison did not look), aligned (modality ->
         `aligned.Comparison` where the part was compared in register), tinted (the hue specks'
-        calibrated map of a grey part, `_score_aligned`, or None)."""
+        calibrated map, `_score_aligned`, or None)."""
         worker = self._comparison_worker()
         # The geometry's images are made on a thread of their own (the point cloud is the
         # costliest input) while this one renders the other images and extracts their
@@ -1099,13 +1102,13 @@ class Detector:
     def _inspect_aligned(self, stream, compared) -> tuple:
         """The aligned comparison of one part from its comparison images, given as the future
         of `_comparison_images` (`_score`): (the stream's models it was compared with,
-        `aligned.inspect`'s maps, (hue-speck map, its calibration) of a grey part or None, its
+        `aligned.inspect`'s maps, (hue-speck map, its calibration) or None, its
         duration [ms])."""
         from . import aligned
 
         t0 = time.perf_counter()
         images, fg = self._aligned_inputs(compared.result())
-        speck = None if stream.hue is None else _speck_map(compared.result())
+        speck = None if stream.hue is None else _speck_map(compared.result(), stream.colour)
         hue = None if speck is None else (speck, stream.hue)
         stream, reg = aligned.for_part(stream, images, fg)
         maps = aligned.inspect(stream.models, images, fg, stream.on, stream.templates,
@@ -1116,7 +1119,7 @@ class Detector:
         """Fold the aligned comparison (`_inspect_aligned`'s result) into the modality scores
         (in place): per modality the image score is Stouffer's sum of the feature memory's and
         the variation model's calibrated scores (both ~N(0, 1) on normal parts) and the map the
-        larger of the two; a grey part's hue specks are folded into RGB. Returns (the variation
+        larger of the two; the part's hue specks are folded into RGB. Returns (the variation
         models' and the hue specks' calibrated scores, {modality: `aligned.Comparison`} of the
         modalities folded in, the hue specks' calibrated map on the part's pixels or None)."""
         from .hue_specks import image_score
@@ -1417,9 +1420,9 @@ class Detector:
         """The flagged part's regions and their grounding hypotheses. A region is typed by the
         most similar defect sentence its evidence allows, or by what the aligned comparison
         (`aligned`: {modality: `aligned.Comparison`}) finds in it: material missing or extra
-        (`_material_type`), else a surface higher than the references' (`_relief_sign`), else,
-        on a grey part, specks that tint it (`tinted`: the hue specks' calibrated map) where
-        the height map says neither higher nor lower."""
+        (`_material_type`), else a surface higher than the references' (`_relief_sign`), else
+        specks that tint it (`tinted`: the hue specks' calibrated map) where the height map
+        says neither higher nor lower and no modality but RGB sees the region."""
         regions: List[DefectRegion] = []
         hyps: List[Hypothesis] = []
         if not mask.any():
@@ -1449,8 +1452,10 @@ class Detector:
             if said is None and sign > 0 and type_fits_evidence(RAISED_TYPE, mods,
                                                                 frame.sensor_type):
                 said = RAISED_TYPE
+            # matter on the surface shows in the colour image alone: a crack that tints a
+            # coloured part also shows in the second sensor's image or the geometry's
             if (said is None and sign == 0 and relief is not None and tint is not None
-                    and float(tint[reg].max()) >= threshold):
+                    and float(tint[reg].max()) >= threshold and mods == [RGB]):
                 said = TINTED_TYPE
             if ground is not None:
                 gh, gw = ground.attention.shape[-2:]
@@ -1546,16 +1551,17 @@ def _fold_map(cmaps: Dict[str, torch.Tensor], m: str, dev: np.ndarray, stats) ->
     cmaps[m] = torch.where(small > 0, torch.maximum(cmaps[m], z), cmaps[m])
 
 
-def _speck_map(compared: tuple) -> Optional[np.ndarray]:
-    """A part's hue-speck map (`hue_specks.speck_map`) from its comparison images
-    (`Detector._comparison_images`); None without a colour rendering or a height map, or where
-    the height map shows no part."""
+def _speck_map(compared: tuple, coloured: bool = False) -> Optional[np.ndarray]:
+    """A part's hue-speck map (`hue_specks.speck_map`, or `coloured_speck_map` for a part
+    that carries colour) from its comparison images (`Detector._comparison_images`); None
+    without a colour rendering or a height map, or where the height map shows no part."""
     from . import hue_specks
 
     out, colour = compared
     if colour is None or GEOMETRY not in out:
         return None
-    return hue_specks.speck_map(colour, out[GEOMETRY])
+    find = hue_specks.coloured_speck_map if coloured else hue_specks.speck_map
+    return find(colour, out[GEOMETRY])
 
 
 def _material(aligned: dict, shape) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:

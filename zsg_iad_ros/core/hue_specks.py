@@ -1,4 +1,4 @@
-"""Fine hue specks on a grey part: foreign matter that shows in colour, not in brightness.
+"""Fine hue specks: foreign matter that shows on a part in colour more than in brightness.
 
 A grey metal part's finish (brushing, machining marks) and the lamp's shading change its
 brightness from part to part by more than faint specks of dust, oil or chips do, but they
@@ -19,10 +19,27 @@ is looked for at the image's own resolution, on the part alone:
   eroded by `ERODE_PX`, and away from steps of the height map (`EDGE_MM_PER_PX`): at an
   outline or a bore the colour image mixes the part with the table or a shadow.
 
-The image score is the map's peak. It says nothing of a part that carries colour (a capsule's
-two colours meet along an edge of hue): there the variation model compares the chromaticity
-in register (core/aligned.py). Written here: no library offers a hue-speck detector; the
-filters are scipy's Gaussians (`backbones.gaussian_blur`).
+A part that carries colour (a capsule of two colours) has edges of hue where its colours
+meet and a specular ridge that pales it along its length; the difference of Gaussians finds
+those first (on capsules of one design its peaks lay there, above every speck). There
+(`coloured_speck_map`) each opponent channel is compared with its grey-level opening and
+closing by line segments of `LINE_PX` in four directions (the largest opening, the smallest
+closing): a segment fits along an edge or a ridge in one of those directions and keeps it,
+while a speck narrower than the segment fits in none and stands out of all of them (a top-hat
+transform that keeps lines). The map covers the part's whole outline, eroded by
+`COLOURED_ERODE_PX` (the hue does not depend on the slope of its faces, only its outline mixes
+it with the table), except where the surface curves both ways (`doubly_curved`): a rounded end
+lights up in a pale spot whose place moves as the part turns, a speck by this measure (turned
+capsules' peaks lay there, above those of references held in one pose). A speck must cover two
+pixels (the second largest value of each 3 x 3 neighbourhood): a single pixel off its
+neighbours' hue is the camera's, at the edge between two colours (seen on good capsules).
+
+The image score is the map's peak (calibrated by the references' own peaks; for a coloured part
+with a wider floor, `COLOURED_REL_SCALE`). Where the part is in pieces (a circuit board's coloured
+components, each a speck by this measure), the variation model compares the chromaticity in
+register (core/aligned.py) and no speck map is made. Written here: no library offers a
+hue-speck detector; the filters are scipy's Gaussians (`backbones.gaussian_blur`) and grey-level
+morphology (`scipy.ndimage.grey_opening`, `grey_closing`, `rank_filter`).
 """
 
 from __future__ import annotations
@@ -46,6 +63,22 @@ ERODE_PX = 3
 TABLE_MM = 0.2
 #: intensity (sum of the channels in [0, 1]) below which a pixel's hue is not trusted
 DARK = 0.15
+#: a coloured part's speck (`coloured_speck_map`) is narrower than this [px]: specks of 2-6 px
+#: on capsules of one design, whose colour edges and specular ridge the segment keeps
+LINE_PX = 7
+#: pixels kept clear of a coloured part's outline, where its hue mixes with the table's
+COLOURED_ERODE_PX = 5
+#: a coloured part's surface is curved both ways where the smaller principal curvature of its
+#: height map (at `CURVATURE_PX`) is at least this share of the larger one, and the larger one
+#: at least `CURVED_MM_PER_PX2`: a capsule's rounded ends, not its body (a cylinder: share 0)
+DOUBLY_CURVED = 0.5
+CURVED_MM_PER_PX2 = 0.01
+CURVATURE_PX = 2.0
+#: floor of the scale of a coloured part's score, as a share of the references' median score:
+#: good capsules' peaks vary by 4-13 % of their median (MAD) and their highest reach 1.1-1.7
+#: times it (12 in random poses per design, five designs), while 4 references held in one
+#: pose agreed within a MAD of 1.4 %
+COLOURED_REL_SCALE = 0.25
 #: floor of the scale of the score's calibration: about a tenth of a grey part's normal
 #: score (0.008-0.010 on gears of one design), whose scores agree within 0.001
 SCALE_FLOOR = 1e-4
@@ -85,6 +118,57 @@ def speck_map(colour: torch.Tensor, height: np.ndarray) -> Optional[np.ndarray]:
     return np.where(inside, np.sqrt((fine * fine).sum(0)), 0.0).astype(np.float32)
 
 
+def _line_footprints(n: int) -> list:
+    """Line segments of n px through a square of side n, horizontal, vertical and diagonal."""
+    return [np.ones((1, n), bool), np.ones((n, 1), bool), np.eye(n, dtype=bool),
+            np.fliplr(np.eye(n, dtype=bool))]
+
+
+def doubly_curved(height: np.ndarray) -> np.ndarray:
+    """(H, W) bool: where a height map [mm] curves both ways (`DOUBLY_CURVED`), from the
+    eigenvalues of its Hessian."""
+    h = np.asarray(height, np.float64)
+    hxx = ndimage.gaussian_filter(h, CURVATURE_PX, order=(0, 2))
+    hyy = ndimage.gaussian_filter(h, CURVATURE_PX, order=(2, 0))
+    hxy = ndimage.gaussian_filter(h, CURVATURE_PX, order=(1, 1))
+    mean = 0.5 * (hxx + hyy)
+    half_gap = np.sqrt(np.maximum(mean * mean - (hxx * hyy - hxy * hxy), 0.0))
+    larger, smaller = np.abs(mean) + half_gap, np.abs(np.abs(mean) - half_gap)
+    return (larger >= CURVED_MM_PER_PX2) & (smaller >= DOUBLY_CURVED * larger)
+
+
+def coloured_speck_map(colour: torch.Tensor, height: np.ndarray) -> Optional[np.ndarray]:
+    """(H, W) float32 map of specks narrower than `LINE_PX` that change the hue of a part that
+    carries colour (0 off the part and where it curves both ways), from its (3, H, W) colour
+    rendering in [0, 1] and its (H, W) height map [mm] on the same grid; None where the height
+    map shows no part."""
+    h = np.nan_to_num(np.asarray(height, np.float32), nan=0.0)
+    above = h > TABLE_MM
+    if not above.any():
+        return None
+    # everything on the part's box, with room for the filters' reach on its pixels
+    rows, cols = np.nonzero(above)
+    pad = COLOURED_ERODE_PX + LINE_PX + int(4 * CURVATURE_PX)
+    crop = (slice(max(rows.min() - pad, 0), rows.max() + pad + 1),
+            slice(max(cols.min() - pad, 0), cols.max() + pad + 1))
+    part = ndimage.binary_erosion(above[crop], iterations=COLOURED_ERODE_PX)
+    part &= ~ndimage.binary_dilation(doubly_curved(h[crop]), iterations=2)
+    if not part.any():
+        return None
+    hue = opponent_hue(colour.float().cpu().numpy()[(slice(None),) + crop])
+    lines = _line_footprints(LINE_PX)
+    square = np.zeros(part.shape, np.float32)
+    for c in hue:
+        # specks lighter and darker in this channel: above every opening, below every closing
+        opened = np.max([ndimage.grey_opening(c, footprint=f) for f in lines], axis=0)
+        closed = np.min([ndimage.grey_closing(c, footprint=f) for f in lines], axis=0)
+        top = np.maximum(c - opened, closed - c)
+        square += top * top
+    out = np.zeros(h.shape, np.float32)
+    out[crop] = np.where(part, ndimage.rank_filter(np.sqrt(square), rank=-2, size=3), 0.0)
+    return out
+
+
 def image_score(speck: np.ndarray) -> float:
-    """A part's score: the peak of its `speck_map`."""
+    """A part's score: the peak of its `speck_map` or `coloured_speck_map`."""
     return float(np.max(speck))
