@@ -293,6 +293,17 @@ def speckled(det, frame, tint, n=6, seed=0):
             [(cv * k, cu * k) for cv, cu in centres])
 
 
+def assert_a_stain_on(found, centres):
+    """The detection's peak lies within 6 px of the specks' `centres` (row, col), and its one
+    region there (centroid within 12 px) is a stain."""
+    v, u = np.unravel_index(np.argmax(found.anomaly_map), found.anomaly_map.shape)
+    assert min(np.hypot(v - cv, u - cu) for cv, cu in centres) <= 6, ((v, u), centres)
+    at = [g for g in found.regions
+          if min(np.hypot(g.centroid_px[1] - cv, g.centroid_px[0] - cu)
+                 for cv, cu in centres) <= 12]
+    assert [g.defect_type for g in at] == [TINTED_TYPE], found.regions
+
+
 def test_specks_that_tint_a_grey_part_stand_out_where_they_are(
         taught, good_scores, capsules, monkeypatch):
     """Faint warm specks on a grey gear (red up, blue down, brightness nearly unchanged: oil,
@@ -308,12 +319,7 @@ def test_specks_that_tint_a_grey_part_stand_out_where_they_are(
     found = [taught.detect(frame, update_memory=False) for frame, _ in parts]
     for (_, centres), r in zip(parts, found):
         assert r.pred_score > worst_good, (r.pred_score, worst_good)
-        v, u = np.unravel_index(np.argmax(r.anomaly_map), r.anomaly_map.shape)
-        assert min(np.hypot(v - cv, u - cu) for cv, cu in centres) <= 6, ((v, u), centres)
-        at = [g for g in r.regions
-              if min(np.hypot(g.centroid_px[1] - cv, g.centroid_px[0] - cu)
-                     for cv, cu in centres) <= 12]
-        assert [g.defect_type for g in at] == [TINTED_TYPE], r.regions
+        assert_a_stain_on(r, centres)
     # without the check the same parts pass as good ones. Measured, with / without it: 0.95-0.97
     # / 0.03-0.05, the good gears at most 0.08
     assert all(r.is_anomalous for r in found), [r.pred_score for r in found]
@@ -341,12 +347,7 @@ def test_specks_on_a_coloured_part_stand_out_where_they_are(capsules, monkeypatc
     found = [capsules.detect(f, update_memory=False) for f, _ in parts]
     for (_, centres), r, plain in zip(parts, found, good):
         assert r.is_anomalous and r.pred_score > plain + 0.2, (r.pred_score, plain)
-        v, u = np.unravel_index(np.argmax(r.anomaly_map), r.anomaly_map.shape)
-        assert min(np.hypot(v - cv, u - cu) for cv, cu in centres) <= 6, ((v, u), centres)
-        at = [g for g in r.regions
-              if min(np.hypot(g.centroid_px[1] - cv, g.centroid_px[0] - cu)
-                     for cv, cu in centres) <= 12]
-        assert [g.defect_type for g in at] == [TINTED_TYPE], r.regions
+        assert_a_stain_on(r, centres)
     # without the check they score as the plain parts do. Measured, plain / speckled / without:
     # 0.016 / 0.81 / 0.022, 0.037 / 0.71 / 0.041, 0.031 / 0.70 / 0.041, 0.38 / 0.74 / 0.49 (a
     # good capsule this stream flags; the threshold is 0.205)
