@@ -1551,7 +1551,7 @@ def _fold_map(cmaps: Dict[str, torch.Tensor], m: str, dev: np.ndarray, stats) ->
     cmaps[m] = torch.where(small > 0, torch.maximum(cmaps[m], z), cmaps[m])
 
 
-def _speck_map(compared: tuple, coloured: bool = False) -> Optional[np.ndarray]:
+def _speck_map(compared: tuple, coloured: bool) -> Optional[np.ndarray]:
     """A part's hue-speck map (`hue_specks.speck_map`, or `coloured_speck_map` for a part
     that carries colour) from its comparison images (`Detector._comparison_images`); None
     without a colour rendering or a height map, or where the height map shows no part."""
