@@ -328,6 +328,31 @@ def test_specks_that_tint_a_grey_part_stand_out_where_they_are(
     assert not any(r.is_anomalous for r in unseen), [r.pred_score for r in unseen]
 
 
+def test_specks_fainter_than_the_references_peaks_still_lift_the_map(
+        taught, good_scores, monkeypatch):
+    """The hue specks join the RGB map from the references' own pixels up
+    (`hue_specks.pixel_level`), not from their peaks: specks too faint to flag the part still
+    stand above the good parts' pixels where they lie, and the part's score stays what the
+    peaks' calibration makes it. Measured with the map folded from the peaks instead: 0.60 of
+    the specks' pixels above the good parts' 99.9th percentile, against 0.88."""
+    stream = taught._aligned["gear"]
+    assert stream.hue_pixels < stream.hue.loc
+    worst_good = np.quantile(np.concatenate([r.anomaly_map.ravel() for r in good_scores]), 0.999)
+    frame, centres = speckled(taught, gear("good", TEST_SEEDS[0]).frame, (1.5, 0.0, -1.5),
+                              seed=TEST_SEEDS[0])
+    v, u = np.mgrid[:frame.shape[0], :frame.shape[1]]
+    on_specks = np.zeros(frame.shape, bool)
+    for cv, cu in centres:
+        on_specks |= (v - cv) ** 2 + (u - cu) ** 2 <= 4
+    found = taught.detect(frame, update_memory=False)
+    monkeypatch.setattr(stream, "hue_pixels", stream.hue.loc)
+    from_peaks = taught.detect(frame, update_memory=False)
+    assert found.pred_score == pytest.approx(from_peaks.pred_score)
+    share, share_from_peaks = [float((r.anomaly_map[on_specks] > worst_good).mean())
+                               for r in (found, from_peaks)]
+    assert share >= share_from_peaks + 0.2, (share, share_from_peaks)
+
+
 def test_specks_on_a_coloured_part_stand_out_where_they_are(capsules, monkeypatch):
     """Pale specks on the bundled cell's two-coloured capsule (all channels up: the colour
     pales, as under dust), 2 px wide on a 160-px frame: half a pixel of the model's grid, so
@@ -463,11 +488,13 @@ def test_inspect_takes_the_pose_a_full_search_takes(taught, monkeypatch):
 @pytest.mark.parametrize("compared", ["aligned", "symmetry", "none"])
 def test_the_comparisons_on_their_own_thread_give_the_scores_of_one_run_in_sequence(
         taught, detector_factory, monkeypatch, compared):
-    """The part's geometry images, its comparison images and its aligned comparison (else its
-    self-comparison) are made on a thread of their own beside the features and the feature
-    memory, whose torch ops leave that thread a core meanwhile: a part's scores, map and
-    regions are those it gets with all of it run in the calling thread, a defect's as a good
-    part's, and torch's thread count is as it was afterwards."""
+    """The part's geometry images, its comparison images, its self-comparison and its aligned
+    comparison are made on a thread of their own beside the features and the feature memory,
+    whose torch ops leave that thread a core meanwhile (where the aligned comparison runs, that
+    thread makes only the geometry's height map, and the calling thread its image for the
+    features): a part's scores, map and regions are those it gets with all of it run in the
+    calling thread, a defect's as a good part's, and torch's thread count is as it was
+    afterwards."""
     import threading
     from concurrent.futures import Future
 
@@ -480,11 +507,12 @@ def test_the_comparisons_on_their_own_thread_give_the_scores_of_one_run_in_seque
         det.teach([gear("good", s).frame for s in REF_SEEDS])
     frames = [gear("good", TEST_SEEDS[2]).frame, gear("missing_part", TEST_SEEDS[1]).frame]
     ran_on, threads = [], []
-    jobs = ("_geometry_job", "_comparison_images", "_inspect_aligned", "_timed_symmetry_maps")
+    jobs = ("_geometry_job", "_geometry_images", "_comparison_images", "_inspect_aligned",
+            "_timed_symmetry_maps")
     for name in jobs:
-        def noted(*a, _job=getattr(det, name), _name=name):
+        def noted(*a, _job=getattr(det, name), _name=name, **kw):
             ran_on.append((_name, threading.current_thread() is threading.main_thread()))
-            return _job(*a)
+            return _job(*a, **kw)
         monkeypatch.setattr(det, name, noted)
     features = det._features
 
@@ -495,12 +523,14 @@ def test_the_comparisons_on_their_own_thread_give_the_scores_of_one_run_in_seque
     monkeypatch.setattr(det, "_features", counted)
     before = torch.get_num_threads()
     beside = [det.detect(f, update_memory=False) for f in frames]
-    # with the aligned comparison the self-comparison stays in the calling thread
+    # with the aligned comparison the geometry's image for the features is made in the
+    # calling thread
     expected = {"aligned": [("_comparison_images", False), ("_inspect_aligned", False),
-                            ("_timed_symmetry_maps", True)],
+                            ("_timed_symmetry_maps", False), ("_geometry_images", True)],
                 "symmetry": [("_comparison_images", False), ("_timed_symmetry_maps", False)],
                 "none": []}[compared]
-    assert sorted(set(ran_on)) == sorted(expected + [("_geometry_job", False)])
+    assert sorted(set(ran_on)) == sorted(expected + [("_geometry_job", False),
+                                                     ("_geometry_images", False)])
     assert torch.get_num_threads() == before
     # the features of the colour and sensor images while the geometry's are made, then of the
     # geometry's, with all threads where nothing runs beside them any more

@@ -5,8 +5,9 @@ import torch
 from scipy import ndimage
 
 from zsg_iad_ros.core.frame import CameraIntrinsics
-from zsg_iad_ros.core.geometry import (centroid_3d, geometry_maps, organized_maps,
-                                       project_to_grid, unorganized_maps)
+from zsg_iad_ros.core.geometry import (centroid_3d, geometry_maps, height_above_plane,
+                                       organized_maps, project_to_grid, surface_depth,
+                                       unorganized_maps)
 
 K = CameraIntrinsics(fx=300.0, fy=300.0, cx=63.5, cy=63.5, width=128, height=128)
 
@@ -102,6 +103,26 @@ def part_on_tilted_table(height_mm=10.0, bulge_mm=2.0, size=128):
     h = np.where(top, height_mm + bulge, 0.0) * 1e-3
     t = (0.6 - h) / (rays @ n)  # the plane n.p = 0.6 - h, met along each ray
     return (rays * t[..., None]).astype(np.float32), top
+
+
+@pytest.mark.parametrize("cloud, size", [("organized", (128, 128)), ("organized", (96, 96)),
+                                         ("unorganized", (128, 128))])
+def test_the_height_map_alone_is_the_maps_height(cloud, size):
+    """A pixel comparison that needs only the height map gets it without the normals and
+    curvature (`surface_depth`): the same map, to the bit, for an organized cloud on the grid
+    or resampled to it and for an unorganized one projected onto it."""
+    pts, _ = part_on_tilted_table()
+    pts[60, 40] = np.nan
+    if cloud == "unorganized":
+        pts = pts.reshape(-1, 3)[::2]
+    depth, valid = surface_depth(pts, K, size)
+    assert depth.shape == size and valid.any()
+    np.testing.assert_array_equal(height_above_plane(depth, valid),
+                                  geometry_maps(pts, K, size).height())
+    # too few points to be a part: no valid pixel, as in the maps
+    few = pts.reshape(-1, 3)[:10]
+    depth, valid = surface_depth(few, K, size)
+    assert not valid.any() and not bool(geometry_maps(few, K, size).valid.any())
 
 
 def test_height_stands_out_of_the_table_plane():

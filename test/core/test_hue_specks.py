@@ -171,3 +171,17 @@ def test_a_highlight_on_a_rounded_end_is_no_speck():
         spotted[:, (v - cv) ** 2 + (u - cu) ** 2 <= 2] = 0.9
         found = hue_specks.coloured_speck_map(spotted, height)
         assert (float(found[cv - 3:cv + 4, cu - 3:cu + 4].max()) > 0.05) == (cu == 50), (cv, cu)
+
+
+def test_the_pixel_level_is_the_references_median():
+    """The level above which a part's speck map joins the RGB map: each reference's 99.9th
+    percentile over its part's pixels, the median of those; one reference with a bright patch
+    of its own does not move it (pooled, its 0.1 % highest pixels would decide)."""
+    rng = np.random.default_rng(0)
+    refs = [np.where(rng.random((S, S)) < 0.5, rng.random((S, S)) * 0.01, 0.0)
+            for _ in range(4)]
+    level = hue_specks.pixel_level(refs)
+    assert 0.0098 < level < 0.01
+    refs[0][:20, :20] = 0.5  # about 3 % of that part's pixels
+    assert hue_specks.pixel_level(refs) < 0.0101
+    assert hue_specks.pixel_level([np.zeros((S, S))] * 3) == np.inf  # no part: nothing lifts

@@ -131,6 +131,8 @@ class AlignedStream:
     #: `colour`), from the references' own scores; None for coloured parts in pieces and
     #: where the parts have no height map
     hue: Optional[ScoreStats] = None
+    #: the references' speck maps' `hue_specks.pixel_level`, with `hue`
+    hue_pixels: Optional[float] = None
 
     @property
     def grid(self) -> int:

@@ -27,7 +27,8 @@ from .backbones import (BuiltinBackbone, ModelLoadError, chromaticity, load_back
                         select_device, sensor_image, to_three_channels, WEIGHTS_DIR)
 from .frame import (GEOMETRY, MODALITIES, RGB, SCAN_CURVATURE, SENSOR, SENSOR_TYPES,
                     DefectRegion, Detection, Frame, Hypothesis)
-from .geometry import centroid_3d, geometry_maps, has_valid_point, scan_curvature_image
+from .geometry import (centroid_3d, geometry_maps, has_valid_point, height_above_plane,
+                       scan_curvature_image, surface_depth)
 from .prompts import UNKNOWN_TYPE, sentence_bank, state_prompts, type_fits_evidence
 from .registration import TEXTURE_THRESHOLD, as_hwc, texture_score
 
@@ -555,29 +556,29 @@ class Detector:
         if found is None:
             return "off: a texture (the references are self-similar), no pose to align"
         if not found.colour or found.view is None:  # not a coloured part in pieces
-            found.hue = self._hue_stats(compared, found.colour)
+            found.hue, found.hue_pixels = self._hue_stats(compared, found.colour)
         self._aligned[stream] = found
         return "on"
 
-    def _hue_stats(self, compared: List[tuple], coloured: bool) -> Optional[sc.ScoreStats]:
+    def _hue_stats(self, compared: List[tuple], coloured: bool
+                   ) -> Tuple[Optional[sc.ScoreStats], Optional[float]]:
         """Calibration of the hue-speck score (core/hue_specks.py; `coloured`: of a part that
         carries colour) from the references' comparison images: their own scores' median /
-        MAD, widened for their number; None where a reference has no colour rendering or its
-        height map shows no part."""
+        MAD, widened for their number, and their maps' `hue_specks.pixel_level`; (None, None)
+        where a reference has no colour rendering or its height map shows no part."""
         from . import hue_specks
 
-        scores = []
-        for images in compared:
-            speck = _speck_map(images, coloured)
-            if speck is None:
-                return None
-            scores.append(hue_specks.image_score(speck))
+        specks = [_speck_map(images, coloured) for images in compared]
+        if any(s is None for s in specks):
+            return None, None
+        scores = [hue_specks.image_score(s) for s in specks]
         # the score is a peak of hue differences of about 0.01 (a grey part) to 0.05 (a
         # coloured one), far below the memory's distances: its own absolute floor, and for a
         # coloured part a wider relative one
         wider = {"min_rel_scale": hue_specks.COLOURED_REL_SCALE} if coloured else {}
-        return sc.ScoreStats.of_scores(scores, quantile=self._quantile(),
-                                       min_abs_scale=hue_specks.SCALE_FLOOR, **wider)
+        return (sc.ScoreStats.of_scores(scores, quantile=self._quantile(),
+                                        min_abs_scale=hue_specks.SCALE_FLOOR, **wider),
+                hue_specks.pixel_level(specks))
 
     def registered_on(self, stream: str = "default") -> Optional[str]:
         """The modality whose image the stream's parts are registered on for the aligned
@@ -596,6 +597,11 @@ class Detector:
     def _memory_entry(self, feat: torch.Tensor) -> torch.Tensor:
         """(C, h, w) features of a part -> the (patches, C) rows kept for it in memory."""
         return sc.coreset(feat.flatten(1).T.contiguous(), int(self.config.memory_patches))
+
+    def _memory_entry_job(self, feat: torch.Tensor) -> torch.Tensor:
+        """`_memory_entry` on `_comparison_worker` (inference mode is per thread)."""
+        with torch.inference_mode():
+            return self._memory_entry(feat)
 
     def _rotated_features(self, frame: Frame, n_rot: int) -> tuple:
         """(the frame's modality images, [their features rotated by k * 360 / n_rot
@@ -700,9 +706,12 @@ class Detector:
         timings["preprocess"] = (time.perf_counter() - t0) * 1e3
         return images
 
-    def _geometry_images(self, frame: Frame, timings: dict) -> Dict[str, torch.Tensor]:
-        """`_images` of the geometry: its image for the features and, where a pixel comparison
-        reads it, its height map ({} when the geometry is not in use)."""
+    def _geometry_images(self, frame: Frame, timings: dict, feature: bool = True,
+                         height: bool = True) -> Dict[str, torch.Tensor]:
+        """`_images` of the geometry ({} when it is not in use): its image for the features
+        (`feature`) and, where a pixel comparison reads it, its height map (`height`); both
+        from one set of maps, the height map alone without the normals and curvature that
+        cost most of them. Adds its duration to timings["geometry"]."""
         S = int(self.config.image_size)
         t0 = time.perf_counter()
         images = {}
@@ -712,21 +721,25 @@ class Detector:
             # the points are a fall-back (docs/DETECTOR.md, "Features per modality"), computed
             # only where something reads them.
             scan_curvature = frame.extra_maps.get(SCAN_CURVATURE)
-            if scan_curvature is not None:
+            if feature and scan_curvature is not None:
                 if not has_valid_point(frame.points):
                     raise ValueError(no_point)
                 images[GEOMETRY] = scan_curvature_image(scan_curvature, (S, S), self.device)
             # what the aligned comparison and the self-comparison see of the geometry
-            height = self.config.variation or self._symmetry_wanted(frame)
-            if scan_curvature is None or height:
+            height = height and (self.config.variation or self._symmetry_wanted(frame))
+            if feature and scan_curvature is None:
                 geo = geometry_maps(frame.points, frame.intrinsics, (S, S), device=self.device)
                 if not bool(geo.valid.any()):
                     raise ValueError(no_point)
-                if scan_curvature is None:
-                    images[GEOMETRY] = geo.as_image()
+                images[GEOMETRY] = geo.as_image()
                 if height:
                     images[HEIGHT] = geo.height()
-        timings["geometry"] = (time.perf_counter() - t0) * 1e3
+            elif height:
+                depth, valid = surface_depth(frame.points, frame.intrinsics, (S, S))
+                if not valid.any():
+                    raise ValueError(no_point)
+                images[HEIGHT] = height_above_plane(depth, valid)
+        timings["geometry"] = timings.get("geometry", 0.0) + (time.perf_counter() - t0) * 1e3
         return images
 
     def _features(self, frame: Frame, images: Dict[str, torch.Tensor], timings: dict) -> dict:
@@ -754,34 +767,38 @@ class Detector:
         `aligned.Comparison` where the part was compared in register), tinted (the hue specks'
         calibrated map, `_score_aligned`, or None)."""
         worker = self._comparison_worker()
-        # The geometry's images are made on a thread of their own (the point cloud is the
-        # costliest input) while this one renders the other images and extracts their
-        # features; the pixel comparisons need the images only and follow them on that thread
-        # beside the feature memory (numpy, scipy and torch release the GIL), from one
-        # rendering of the part, and their results are waited for where they are fused. The
-        # self-comparison stays in this thread where the aligned comparison runs: both on that
-        # thread kept it busy well after the feature memory was done. While that thread works
-        # torch leaves it a core: its threads waiting for a busy core slowed the network and
-        # the memory's products more than one thread fewer does (docs/DETECTOR.md, "Aligned
-        # comparison", cost).
+        # The pixel comparisons run on a thread of their own beside the feature memory, from
+        # one rendering of the part, and their results are waited for where they are fused.
+        # They need the part's images and the geometry's height map, made first on that thread
+        # while this one renders the other images. The geometry's image for the features (the
+        # point cloud's normals and curvature, the costliest input) is made on that thread too
+        # where only the self-comparison follows there, and in this one where the aligned
+        # comparison does: both comparisons then keep that thread busy while this one runs
+        # torch's network and memory products, which release the GIL; numpy code beside numpy
+        # code on two threads waits for the GIL (the self-comparison took 31 ms alone, 54 ms
+        # beside the aligned comparison, 37 ms beside the geometry's maps). While that thread
+        # works torch leaves it a core: its threads waiting for a busy core slowed the network
+        # and the memory's products more than one thread fewer does (docs/DETECTOR.md,
+        # "Aligned comparison", cost).
+        present = [m for m in self.config.modalities if frame.present[m]]
+        in_register = frame.stream in self._aligned and frame.registered and RGB in present
         geo_timings: dict = {}
-        geometry = worker.submit(self._geometry_job, frame, geo_timings)
+        geometry = worker.submit(self._geometry_job, frame, geo_timings, not in_register)
         flat = self._flat_images(frame, timings)
         used = [m for m in self.config.modalities
                 if m in flat or (m == GEOMETRY and self._geometry_in_use(frame))]
         by_symmetry = self._symmetry_wanted(frame)
-        in_register = frame.stream in self._aligned and frame.registered and RGB in used
         compared = (worker.submit(self._comparison_job, frame, flat, geometry)
                     if by_symmetry or in_register else None)
+        in_symmetry = (worker.submit(self._timed_symmetry_maps, frame, flat, geometry, compared)
+                       if by_symmetry else None)
         in_aligned = (worker.submit(self._inspect_aligned, self._aligned[frame.stream], compared)
                       if in_register else None)
-        in_symmetry = None
-        if by_symmetry:
-            in_symmetry = (_InCallingThread if in_register else worker.submit)(
-                self._timed_symmetry_maps, frame, flat, geometry, compared)
         with _torch_threads_but_one(self._geometry_in_use(frame)):
             feats = self._features(frame, flat, timings)
-        geo_images = geometry.result()
+            geo_images = dict(geometry.result())
+            if in_register:
+                geo_images.update(self._geometry_images(frame, geo_timings, height=False))
         images = {**flat, **geo_images}
         timings.update(geo_timings)
         with _torch_threads_but_one(by_symmetry or in_register):
@@ -1012,10 +1029,12 @@ class Detector:
         out = {m: v[:1] if _grey_tensor(v) else v for m, v in out.items()}
         return symmetric, {m: sy.deviation(v, found, fg) for m, v in out.items()}, fg
 
-    def _geometry_job(self, frame: Frame, timings: dict) -> Dict[str, torch.Tensor]:
-        """`_geometry_images` on `_comparison_worker` (inference mode is per thread)."""
+    def _geometry_job(self, frame: Frame, timings: dict, feature: bool
+                      ) -> Dict[str, torch.Tensor]:
+        """`_geometry_images` on `_comparison_worker` (inference mode is per thread): the
+        height map, and the image for the features where `feature`."""
         with torch.inference_mode():
-            return self._geometry_images(frame, timings)
+            return self._geometry_images(frame, timings, feature=feature)
 
     def _comparison_job(self, frame: Frame, flat: Dict[str, torch.Tensor], geometry) -> tuple:
         """`_comparison_images` on `_comparison_worker`, of the part's other images and the
@@ -1051,7 +1070,7 @@ class Detector:
             if stats is None or self._symmetric.get(frame.stream) is not True:
                 continue
             out[m] = (s - stats.loc) / stats.scale
-            _fold_map(cmaps, m, dev, stats)
+            _fold_map(cmaps, m, dev, stats.loc, stats.scale)
         return symmetric, out
 
     def _decide_symmetry(self, frame: Frame, symmetric: Optional[bool]) -> None:
@@ -1109,7 +1128,7 @@ class Detector:
         t0 = time.perf_counter()
         images, fg = self._aligned_inputs(compared.result())
         speck = None if stream.hue is None else _speck_map(compared.result(), stream.colour)
-        hue = None if speck is None else (speck, stream.hue)
+        hue = None if speck is None else (speck, stream.hue, stream.hue_pixels)
         stream, reg = aligned.for_part(stream, images, fg)
         maps = aligned.inspect(stream.models, images, fg, stream.on, stream.templates,
                                stream.view, reg, stream.weights)
@@ -1135,17 +1154,19 @@ class Detector:
             # Stouffer's sum, not the max of the two: the max let the feature memory's pose
             # sensitivity through (turned good capsules flagged; docs/DETECTOR.md)
             cscores[m] = (cscores[m] + c_var) / np.sqrt(2.0)
-            _fold_map(cmaps, m, compared.map, st)
+            _fold_map(cmaps, m, compared.map, st.loc, st.scale)
             kept[m] = compared
         if hue is not None and RGB in kept:
-            speck, st = hue
+            speck, st, pixels = hue
             c_hue = (image_score(speck) - st.loc) / st.scale
             out.append(float(c_hue))
             # specks the other two cannot see keep their score (the max, as the own-image
             # score is folded in): they hardly move the luminance the comparison and the
             # memory see
             cscores[RGB] = sc.max_of_normals([cscores[RGB], c_hue])
-            _fold_map(cmaps, RGB, speck, st)
+            # the map from the references' pixels up (`hue_specks.pixel_level`): a speck
+            # fainter than their peaks is still one where it lies
+            _fold_map(cmaps, RGB, speck, pixels, st.scale)
             tinted = (speck - st.loc) / st.scale
         return out, kept, tinted
 
@@ -1208,6 +1229,17 @@ class Detector:
         else:
             c = sc.fuse(by_modality.values(), self.config.fusion)
         pred_score = sc.squash(c)
+        is_anom = pred_score >= threshold
+        # Admit typical-looking parts only: a defective part would teach the memory that its
+        # defect is normal, and a defect that stays under the threshold is still a defect. Before
+        # calibration exists only the decision can judge; the first parts bootstrap an empty
+        # memory while it holds fewer than 2, their scores being uncalibrated.
+        admit = not is_anom and (not confident or c < self.config.memory_admit_below)
+        # the part's memory entries are made on the comparison thread while this one grounds it
+        worker = self._comparison_worker()
+        pending = {m: worker.submit(self._memory_entry_job, feats[m]) for m in scored["keys"]
+                   if update_memory and (admit or (not state[m].pinned
+                                                   and len(state[m].memory) < 2))}
         # Maps on the RGB grid, smoothed by a Gaussian of about half a patch.
         full = {m: self._upsample(cm, (H, W)) for m, cm in cmaps.items()}
         # Pixel maps fuse by max whatever the image-level fusion: a defect seen by one modality
@@ -1243,17 +1275,11 @@ class Detector:
         # ---- postprocess ----------------------------------------------------------------
         t0 = time.perf_counter()
         amap = anomaly_map.float().cpu().numpy().astype(np.float32)
-        is_anom = pred_score >= threshold
         mask = (amap >= self._mask_threshold(threshold, float(amap.max()))) if is_anom else \
             np.zeros((H, W), bool)
         mask = self._clean(mask)
         regions, hyps = self._regions(mask, amap, modality_maps, threshold, frame, ground,
                                       used, scored["aligned"], scored["tinted"])
-        # Admit typical-looking parts only: a defective part would teach the memory that its
-        # defect is normal, and a defect that stays under the threshold is still a defect. Before
-        # calibration exists only the decision can judge; the first parts bootstrap an empty
-        # memory while it holds fewer than 2, their scores being uncalibrated.
-        admit = not is_anom and (not confident or c < self.config.memory_admit_below)
         entries: Dict[str, torch.Tensor] = {}  # key -> this part's memory entry
         if update_memory:
             self._decide_surface(frame)
@@ -1264,13 +1290,13 @@ class Detector:
                     if key in raw_scores and raw_scores[key][2]:
                         state[key].raw_scores.append(raw_scores[key][0])
                         state[key].raw_spreads.append(raw_scores[key][1])
-                if admit or (not st.pinned and len(st.memory) < 2):
+                if m in pending:
                     # pinned orientations count against memory_size (at least one streamed part
                     # is kept), so teaching does not make scoring slower than streaming
                     cap = max(1, self.config.memory_size - len(st.pinned))
                     if st.memory.maxlen != cap:
                         st.memory = deque(st.memory, maxlen=cap)
-                    entry = self._memory_entry(feats[m])
+                    entry = pending[m].result()
                     st.memory.append(entry)
                     self._remember_early(st, feats[m], entry)
                     entries[m] = entry
@@ -1511,18 +1537,6 @@ def _modality(key: str) -> str:
     return key.split(VIEW, 1)[0]
 
 
-class _InCallingThread:
-    """A job run in the calling thread when its result is asked for (the part of the
-    `concurrent.futures.Future` interface `Detector._score` uses)."""
-
-    def __init__(self, fn, *args):
-        self._call = (fn, args)
-
-    def result(self):
-        fn, args = self._call
-        return fn(*args)
-
-
 @contextmanager
 def _torch_threads_but_one(active: bool = True):
     """torch's intra-op threads one fewer (at least one) inside the block where `active`
@@ -1538,16 +1552,17 @@ def _torch_threads_but_one(active: bool = True):
         torch.set_num_threads(n)
 
 
-def _fold_map(cmaps: Dict[str, torch.Tensor], m: str, dev: np.ndarray, stats) -> None:
+def _fold_map(cmaps: Dict[str, torch.Tensor], m: str, dev: np.ndarray, loc: float,
+              scale: float) -> None:
     """Fold a pixel comparison's deviation map into modality m's calibrated map (in place):
     on the feature grid, keeping each cell's peak (the image score is a peak too), calibrated
-    by `stats` (loc / scale of the comparison's normal image scores). Only cells where the
-    comparison found a difference count: where it found none (a part that matches its mirror
-    image within the tolerance, the background) its calibrated value would lift the map's
-    floor and flatten its ranking of the part against the rest."""
+    as (dev - loc) / scale (mostly the loc / scale of the comparison's normal image scores).
+    Only cells where the comparison found a difference count: where it found none (a part
+    that matches its mirror image within the tolerance, the background) its calibrated value
+    would lift the map's floor and flatten its ranking of the part against the rest."""
     d = torch.from_numpy(np.ascontiguousarray(dev, np.float32)).to(cmaps[m].device)
     small = F.adaptive_max_pool2d(d[None, None], cmaps[m].shape)[0, 0]
-    z = (small - stats.loc) / stats.scale
+    z = (small - loc) / scale
     cmaps[m] = torch.where(small > 0, torch.maximum(cmaps[m], z), cmaps[m])
 
 

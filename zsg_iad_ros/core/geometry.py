@@ -76,16 +76,24 @@ class GeometryMaps:
         `sigma_px` with invalid pixels filled from their valid neighbours (NaN where none is
         near). `deviation` is relative to the local surface, so a smooth bulge the size of its
         window hardly shows there; height keeps the part's shape, for comparing a part in
-        register with its references point by point (core/aligned.py)."""
-        z = self.depth.detach().float().cpu().numpy().astype(np.float64)
-        v = self.valid.detach().cpu().numpy()
-        if v.sum() < 16:
-            return np.full(z.shape, np.nan, np.float32)
-        plane = _plane_depth(z, v)
-        h = np.where(v, plane - z, 0.0) * 1e3
-        w = ndimage.gaussian_filter(v.astype(np.float64), sigma_px)
-        h = ndimage.gaussian_filter(h, sigma_px) / np.maximum(w, 1e-6)
-        return np.where(w > 0.2, h, np.nan).astype(np.float32)
+        register with its references point by point (core/aligned.py). `height_above_plane`
+        of the maps' depth: `surface_depth` gives the same without the other maps."""
+        return height_above_plane(self.depth.detach().float().cpu().numpy(),
+                                  self.valid.detach().cpu().numpy(), sigma_px)
+
+
+def height_above_plane(depth: np.ndarray, valid: np.ndarray, sigma_px: float = 1.5
+                       ) -> np.ndarray:
+    """`GeometryMaps.height` of an (H, W) depth image [m] and its (H, W) bool valid pixels."""
+    z = np.asarray(depth, np.float64)
+    v = np.asarray(valid, bool)
+    if v.sum() < 16:
+        return np.full(z.shape, np.nan, np.float32)
+    plane = _plane_depth(z, v)
+    h = np.where(v, plane - z, 0.0) * 1e3
+    w = ndimage.gaussian_filter(v.astype(np.float64), sigma_px)
+    h = ndimage.gaussian_filter(h, sigma_px) / np.maximum(w, 1e-6)
+    return np.where(w > 0.2, h, np.nan).astype(np.float32)
 
 
 def _plane_depth(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -251,8 +259,14 @@ def _fill_sparse(organized: np.ndarray, iterations: int = 2) -> np.ndarray:
     return t.permute(1, 2, 0).numpy()
 
 
+#: neighbours of a point for its normal and curvature in an unorganized cloud (open3d's KNN);
+#: a cloud of fewer points has no valid pixel
+UNORGANIZED_KNN = 20
+
+
 def unorganized_maps(points: np.ndarray, intrinsics: CameraIntrinsics, size: tuple,
-                     fpfh: bool = False, knn: int = 20, device="cpu") -> GeometryMaps:
+                     fpfh: bool = False, knn: int = UNORGANIZED_KNN, device="cpu"
+                     ) -> GeometryMaps:
     """Geometric maps from an UNORGANIZED cloud with open3d, projected onto an (H, W) grid.
 
     Normals and curvature come from open3d (KNN covariance per point; curvature = smallest
@@ -300,6 +314,26 @@ def unorganized_maps(points: np.ndarray, intrinsics: CameraIntrinsics, size: tup
     return maps
 
 
+def _on_grid(points: np.ndarray, size: tuple):
+    """An organized (H0, W0, 3) cloud resampled (nearest) to the (H, W) = size grid."""
+    if tuple(points.shape[:2]) == tuple(size):
+        return points
+    t = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)).permute(2, 0, 1)
+    return F.interpolate(t[None], size=size, mode="nearest")[0].permute(1, 2, 0)
+
+
+def _layout(points: np.ndarray, intrinsics: Optional[CameraIntrinsics]) -> bool:
+    """Whether a cloud is organized (else unorganized, which needs intrinsics); raises on
+    any other shape."""
+    if points.ndim == 3 and points.shape[-1] == 3:
+        return True
+    if points.ndim == 2 and points.shape[-1] == 3:
+        if intrinsics is None:
+            raise ValueError("an unorganized cloud needs camera intrinsics to be projected")
+        return False
+    raise ValueError(f"points must be (H, W, 3) or (N, 3), got {points.shape}")
+
+
 def geometry_maps(points: np.ndarray, intrinsics: Optional[CameraIntrinsics], size: tuple,
                   device="cpu", fpfh: bool = False) -> GeometryMaps:
     """Dispatch on the cloud layout; the result is on the (H, W) = size grid.
@@ -307,16 +341,29 @@ def geometry_maps(points: np.ndarray, intrinsics: Optional[CameraIntrinsics], si
     An organized cloud of another size is resampled (nearest) to the grid; an unorganized one
     needs intrinsics."""
     pts = np.asarray(points)
-    if pts.ndim == 3 and pts.shape[-1] == 3:
-        if tuple(pts.shape[:2]) != tuple(size):
-            t = torch.from_numpy(np.ascontiguousarray(pts, dtype=np.float32)).permute(2, 0, 1)
-            pts = F.interpolate(t[None], size=size, mode="nearest")[0].permute(1, 2, 0)
-        return organized_maps(pts, device=device)
-    if pts.ndim == 2 and pts.shape[-1] == 3:
-        if intrinsics is None:
-            raise ValueError("an unorganized cloud needs camera intrinsics to be projected")
-        return unorganized_maps(pts, intrinsics, size, fpfh=fpfh, device=device)
-    raise ValueError(f"points must be (H, W, 3) or (N, 3), got {pts.shape}")
+    if _layout(pts, intrinsics):
+        return organized_maps(_on_grid(pts, size), device=device)
+    return unorganized_maps(pts, intrinsics, size, fpfh=fpfh, device=device)
+
+
+def surface_depth(points: np.ndarray, intrinsics: Optional[CameraIntrinsics], size: tuple
+                  ) -> tuple:
+    """(depth (H, W) float32 metres, 0 where invalid; valid (H, W) bool) of a cloud on the
+    (H, W) = size grid: the `depth` and `valid` of its `geometry_maps`, without the normals,
+    curvature and deviation that cost most of those (a height map needs none of them)."""
+    pts = np.asarray(points)
+    if _layout(pts, intrinsics):
+        p = _on_grid(pts, size)
+        p = p.numpy() if torch.is_tensor(p) else np.asarray(p, np.float32)
+    else:  # as `unorganized_maps` projects it (the normals do not move a point)
+        p = pts.astype(np.float64)
+        p = p[np.isfinite(p).all(1) & (p[:, 2] > 0)]
+        if len(p) < UNORGANIZED_KNN + 1:
+            return np.zeros(size, np.float32), np.zeros(size, bool)
+        p = _fill_sparse(project_to_grid(p.astype(np.float32), intrinsics, size=size)[0])
+    z = p[..., 2]
+    valid = np.isfinite(p).all(-1) & (z > 0)
+    return np.where(valid, z, 0.0).astype(np.float32), valid
 
 
 def has_valid_point(points: np.ndarray) -> bool:
