@@ -182,6 +182,6 @@ def test_the_pixel_level_is_the_references_median():
             for _ in range(4)]
     level = hue_specks.pixel_level(refs)
     assert 0.0098 < level < 0.01
-    refs[0][:20, :20] = 0.5  # about 3 % of that part's pixels
+    refs[0][:20, :20] = 0.5  # about 5 % of that part's pixels
     assert hue_specks.pixel_level(refs) < 0.0101
     assert hue_specks.pixel_level([np.zeros((S, S))] * 3) == np.inf  # no part: nothing lifts
