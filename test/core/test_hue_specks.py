@@ -2,12 +2,14 @@
 out where they lie, while the finish and the lamp's shading, which change a grey part's
 brightness far more, do not; the outline, where the part meets a table of another colour, does
 not count. On a coloured part: specks of another material stand out, while the edge between its
-colours, its specular ridge, a stray pixel and a highlight on a rounded end do not."""
+colours, its specular ridge, a stray pixel and a highlight on a rounded end do not. Brightness
+specks on a grey part (core/brightness_specks.py, at the end): dark or pale specks stand out,
+the streaks of its finish, a cast shadow's edge and a pair of stray pixels do not."""
 import numpy as np
 import pytest
 import torch
 
-from zsg_iad_ros.core import hue_specks
+from zsg_iad_ros.core import brightness_specks, hue_specks
 
 S = 128
 
@@ -185,3 +187,50 @@ def test_the_pixel_level_is_the_references_median():
     refs[0][:20, :20] = 0.5  # about 5 % of that part's pixels
     assert hue_specks.pixel_level(refs) < 0.0101
     assert hue_specks.pixel_level([np.zeros((S, S))] * 3) == np.inf  # no part: nothing lifts
+
+
+# ---- brightness specks on a grey part (core/brightness_specks.py)
+
+def brightness_score(colour, height):
+    return float(np.max(brightness_specks.speck_map(colour, height)))
+
+
+@pytest.mark.parametrize("tint", [(-0.15, -0.15, -0.15), (0.15, 0.15, 0.15)])
+def test_dark_and_pale_specks_on_a_grey_part_stand_out_where_they_are(tint):
+    """Specks that darken or lighten a brushed grey part without tinting it (the hue specks
+    hardly see them) stand above the good parts' peaks, where they lie."""
+    good = [brightness_score(*grey_part(s)) for s in range(6)]
+    colour, height = grey_part(10, CLUSTER, tint=tint)
+    found = brightness_specks.speck_map(colour, height)
+    assert float(np.max(found)) > 1.5 * max(good), (float(np.max(found)), good)
+    v, u = np.unravel_index(np.argmax(found), found.shape)
+    assert min(np.hypot(v - cv, u - cu) for cv, cu in CLUSTER) <= 2, (v, u)
+
+
+def test_a_pair_of_stray_pixels_is_no_brightness_speck():
+    """Two pixels at half the brightness (diagonal neighbours, on the part's face) leave the
+    part's score as it was: a speck must cover three pixels (counted as a speck of one pixel,
+    they raised it 7.8 times)."""
+    colour, height = grey_part(10)
+    plain = brightness_score(colour, height)
+    colour = colour.clone()
+    colour[:, 60, 95] *= 0.5
+    colour[:, 61, 96] *= 0.5
+    assert brightness_score(colour, height) <= 1.05 * plain
+
+
+def test_the_edge_of_a_cast_shadow_is_no_brightness_speck():
+    """A shadow with a round edge over the part's face (its place moves as the part turns)
+    leaves the part's score as it was: its edge, which segments of one direction do not keep
+    whole, is left out."""
+    colour, height = grey_part(10)
+    plain = brightness_score(colour, height)
+    v, u = np.mgrid[:S, :S]
+    shade = torch.from_numpy(np.where((v - 40) ** 2 + (u - 64) ** 2 < 12 ** 2, 0.5, 1.0))
+    assert brightness_score(colour * shade.float(), height) <= 1.05 * plain
+
+
+@pytest.mark.parametrize("height", [np.zeros((S, S)), np.full((S, S), np.nan)])
+def test_no_grey_part_gives_no_brightness_map(height):
+    colour, _ = grey_part(0)
+    assert brightness_specks.speck_map(colour, height) is None

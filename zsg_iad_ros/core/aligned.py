@@ -133,6 +133,11 @@ class AlignedStream:
     hue: Optional[ScoreStats] = None
     #: the references' speck maps' `hue_specks.pixel_level`, with `hue`
     hue_pixels: Optional[float] = None
+    #: of a grey part, the calibration of its brightness specks' map (core/brightness_specks.py:
+    #: the references' peaks, for the scale) and the references' `hue_specks.pixel_level` of
+    #: that map; None for parts that carry colour and where the parts have no height map
+    bright: Optional[ScoreStats] = None
+    bright_pixels: Optional[float] = None
 
     @property
     def grid(self) -> int:

@@ -557,6 +557,8 @@ class Detector:
             return "off: a texture (the references are self-similar), no pose to align"
         if not found.colour or found.view is None:  # not a coloured part in pieces
             found.hue, found.hue_pixels = self._hue_stats(compared, found.colour)
+        if not found.colour:
+            found.bright, found.bright_pixels = self._bright_stats(compared)
         self._aligned[stream] = found
         return "on"
 
@@ -579,6 +581,23 @@ class Detector:
         return (sc.ScoreStats.of_scores(scores, quantile=self._quantile(),
                                         min_abs_scale=hue_specks.SCALE_FLOOR, **wider),
                 hue_specks.pixel_level(specks))
+
+    def _bright_stats(self, compared: List[tuple]
+                      ) -> Tuple[Optional[sc.ScoreStats], Optional[float]]:
+        """Calibration of a grey part's brightness-speck map (core/brightness_specks.py) from
+        the references' comparison images: their peaks' median / MAD, widened for their
+        number (the map's scale), and their maps' `hue_specks.pixel_level`; (None, None)
+        where a reference has no colour rendering or its height map shows no part."""
+        from . import brightness_specks as bs
+        from .hue_specks import pixel_level
+
+        specks = [_brightness_map(images) for images in compared]
+        if any(s is None for s in specks):
+            return None, None
+        return (sc.ScoreStats.of_scores([float(np.max(s)) for s in specks],
+                                        quantile=self._quantile(), min_abs_scale=bs.SCALE_FLOOR,
+                                        min_rel_scale=bs.REL_SCALE),
+                pixel_level(specks))
 
     def registered_on(self, stream: str = "default") -> Optional[str]:
         """The modality whose image the stream's parts are registered on for the aligned
@@ -1121,29 +1140,32 @@ class Detector:
     def _inspect_aligned(self, stream, compared) -> tuple:
         """The aligned comparison of one part from its comparison images, given as the future
         of `_comparison_images` (`_score`): (the stream's models it was compared with,
-        `aligned.inspect`'s maps, (hue-speck map, its calibration) or None, its
-        duration [ms])."""
+        `aligned.inspect`'s maps, (hue-speck map, its calibration, its pixel level) or None,
+        the same of the brightness specks or None, its duration [ms])."""
         from . import aligned
 
         t0 = time.perf_counter()
         images, fg = self._aligned_inputs(compared.result())
         speck = None if stream.hue is None else _speck_map(compared.result(), stream.colour)
         hue = None if speck is None else (speck, stream.hue, stream.hue_pixels)
+        speck = None if stream.bright is None else _brightness_map(compared.result())
+        bright = None if speck is None else (speck, stream.bright, stream.bright_pixels)
         stream, reg = aligned.for_part(stream, images, fg)
         maps = aligned.inspect(stream.models, images, fg, stream.on, stream.templates,
                                stream.view, reg, stream.weights)
-        return stream, maps, hue, (time.perf_counter() - t0) * 1e3
+        return stream, maps, hue, bright, (time.perf_counter() - t0) * 1e3
 
     def _score_aligned(self, found: tuple, cmaps, cscores, timings) -> tuple:
         """Fold the aligned comparison (`_inspect_aligned`'s result) into the modality scores
         (in place): per modality the image score is Stouffer's sum of the feature memory's and
         the variation model's calibrated scores (both ~N(0, 1) on normal parts) and the map the
-        larger of the two; the part's hue specks are folded into RGB. Returns (the variation
+        larger of the two; the part's hue specks are folded into RGB, its brightness specks
+        into RGB's map alone. Returns (the variation
         models' and the hue specks' calibrated scores, {modality: `aligned.Comparison`} of the
         modalities folded in, the hue specks' calibrated map on the part's pixels or None)."""
         from .hue_specks import image_score
 
-        stream, maps, hue, timings["aligned"] = found
+        stream, maps, hue, bright, timings["aligned"] = found
         out, kept, tinted = [], {}, None
         for m, compared in maps.items():
             if m not in cmaps:
@@ -1168,6 +1190,10 @@ class Detector:
             # fainter than their peaks is still one where it lies
             _fold_map(cmaps, RGB, speck, pixels, st.scale)
             tinted = (speck - st.loc) / st.scale
+        if bright is not None and RGB in kept:
+            # the map only: as a score of its own it diluted what only the colour model sees
+            speck, st, pixels = bright
+            _fold_map(cmaps, RGB, speck, pixels, st.scale)
         return out, kept, tinted
 
     def _evidence(self, scored: dict, frame: Frame) -> torch.Tensor:
@@ -1564,6 +1590,17 @@ def _fold_map(cmaps: Dict[str, torch.Tensor], m: str, dev: np.ndarray, loc: floa
     small = F.adaptive_max_pool2d(d[None, None], cmaps[m].shape)[0, 0]
     z = (small - loc) / scale
     cmaps[m] = torch.where(small > 0, torch.maximum(cmaps[m], z), cmaps[m])
+
+
+def _brightness_map(compared: tuple) -> Optional[np.ndarray]:
+    """A grey part's brightness-speck map (`brightness_specks.speck_map`) from its comparison
+    images (`Detector._comparison_images`); None as `_speck_map`."""
+    from . import brightness_specks
+
+    out, colour = compared
+    if colour is None or GEOMETRY not in out:
+        return None
+    return brightness_specks.speck_map(colour, out[GEOMETRY])
 
 
 def _speck_map(compared: tuple, coloured: bool) -> Optional[np.ndarray]:

@@ -133,6 +133,17 @@ def _line_footprints(n: int) -> list:
             np.fliplr(np.eye(n, dtype=bool))]
 
 
+def line_top_hat(channel: np.ndarray, length: int = LINE_PX) -> np.ndarray:
+    """How far each pixel of an (H, W) channel stands above its largest grey-level opening
+    and below its smallest closing by line segments of `length` px in four directions: a
+    segment fits along an edge, a ridge or a streak in one of them and keeps it, a speck
+    narrower than the segment fits in none."""
+    lines = _line_footprints(length)
+    opened = np.max([ndimage.grey_opening(channel, footprint=f) for f in lines], axis=0)
+    closed = np.min([ndimage.grey_closing(channel, footprint=f) for f in lines], axis=0)
+    return np.maximum(channel - opened, closed - channel)
+
+
 def doubly_curved(height: np.ndarray) -> np.ndarray:
     """(H, W) bool: where a height map [mm] curves both ways (`DOUBLY_CURVED`), from the
     eigenvalues of its Hessian."""
@@ -165,13 +176,9 @@ def coloured_speck_map(colour: torch.Tensor, height: np.ndarray) -> Optional[np.
     if not part.any():
         return None
     hue = opponent_hue(colour.float().cpu().numpy()[(slice(None),) + crop])
-    lines = _line_footprints(LINE_PX)
     square = np.zeros(part.shape, np.float32)
     for c in hue:
-        # specks lighter and darker in this channel: above every opening, below every closing
-        opened = np.max([ndimage.grey_opening(c, footprint=f) for f in lines], axis=0)
-        closed = np.min([ndimage.grey_closing(c, footprint=f) for f in lines], axis=0)
-        top = np.maximum(c - opened, closed - c)
+        top = line_top_hat(c)
         square += top * top
     out = np.zeros(h.shape, np.float32)
     out[crop] = np.where(part, ndimage.rank_filter(np.sqrt(square), rank=-2, size=3), 0.0)
