@@ -328,6 +328,18 @@ def test_specks_that_tint_a_grey_part_stand_out_where_they_are(
     assert not any(r.is_anomalous for r in unseen), [r.pred_score for r in unseen]
 
 
+def specks_above_good(det, good_scores, tint):
+    """A test gear `speckled` with `tint`, and a function of a detection of it: the share of
+    its specks' pixels above the good gears' 99.9th percentile of the anomaly map."""
+    worst_good = np.quantile(np.concatenate([r.anomaly_map.ravel() for r in good_scores]), 0.999)
+    frame, centres = speckled(det, gear("good", TEST_SEEDS[0]).frame, tint, seed=TEST_SEEDS[0])
+    v, u = np.mgrid[:frame.shape[0], :frame.shape[1]]
+    on_specks = np.zeros(frame.shape, bool)
+    for cv, cu in centres:
+        on_specks |= (v - cv) ** 2 + (u - cu) ** 2 <= 4
+    return frame, lambda found: float((found.anomaly_map[on_specks] > worst_good).mean())
+
+
 def test_specks_fainter_than_the_references_peaks_still_lift_the_map(
         taught, good_scores, monkeypatch):
     """The hue specks join the RGB map from the references' own pixels up
@@ -337,20 +349,12 @@ def test_specks_fainter_than_the_references_peaks_still_lift_the_map(
     the specks' pixels above the good parts' 99.9th percentile, against 0.88."""
     stream = taught._aligned["gear"]
     assert stream.hue_pixels < stream.hue.loc
-    worst_good = np.quantile(np.concatenate([r.anomaly_map.ravel() for r in good_scores]), 0.999)
-    frame, centres = speckled(taught, gear("good", TEST_SEEDS[0]).frame, (1.5, 0.0, -1.5),
-                              seed=TEST_SEEDS[0])
-    v, u = np.mgrid[:frame.shape[0], :frame.shape[1]]
-    on_specks = np.zeros(frame.shape, bool)
-    for cv, cu in centres:
-        on_specks |= (v - cv) ** 2 + (u - cu) ** 2 <= 4
+    frame, above = specks_above_good(taught, good_scores, (1.5, 0.0, -1.5))
     found = taught.detect(frame, update_memory=False)
     monkeypatch.setattr(stream, "hue_pixels", stream.hue.loc)
     from_peaks = taught.detect(frame, update_memory=False)
     assert found.pred_score == pytest.approx(from_peaks.pred_score)
-    share, share_from_peaks = [float((r.anomaly_map[on_specks] > worst_good).mean())
-                               for r in (found, from_peaks)]
-    assert share >= share_from_peaks + 0.2, (share, share_from_peaks)
+    assert above(found) >= above(from_peaks) + 0.2, (above(found), above(from_peaks))
 
 
 def test_dark_specks_that_do_not_tint_a_grey_part_lift_its_map_where_they_are(
@@ -362,20 +366,12 @@ def test_dark_specks_that_do_not_tint_a_grey_part_lift_its_map_where_they_are(
     / 0.06 of the specks' pixels above it, the score 0.031 both ways."""
     stream = taught._aligned["gear"]
     assert stream.bright is not None and stream.bright_pixels < stream.bright.loc
-    worst_good = np.quantile(np.concatenate([r.anomaly_map.ravel() for r in good_scores]), 0.999)
-    frame, centres = speckled(taught, gear("good", TEST_SEEDS[0]).frame, (-10.0, -10.0, -10.0),
-                              seed=TEST_SEEDS[0])
-    v, u = np.mgrid[:frame.shape[0], :frame.shape[1]]
-    on_specks = np.zeros(frame.shape, bool)
-    for cv, cu in centres:
-        on_specks |= (v - cv) ** 2 + (u - cu) ** 2 <= 4
+    frame, above = specks_above_good(taught, good_scores, (-10.0, -10.0, -10.0))
     found = taught.detect(frame, update_memory=False)
     monkeypatch.setattr(stream, "bright", None)
     without = taught.detect(frame, update_memory=False)
     assert found.pred_score == without.pred_score
-    share, share_without = [float((r.anomaly_map[on_specks] > worst_good).mean())
-                            for r in (found, without)]
-    assert share >= share_without + 0.5, (share, share_without)
+    assert above(found) >= above(without) + 0.5, (above(found), above(without))
 
 
 def test_specks_on_a_coloured_part_stand_out_where_they_are(capsules, monkeypatch):
