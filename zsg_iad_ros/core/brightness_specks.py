@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .hue_specks import LINE_PX, interior, line_top_hat
+from .hue_specks import LINE_PX, interior, line_top_hat, part_box
 
 #: brightness (mean of the channels in [0, 1]) below which its logarithm is held: the camera's
 #: noise in the dark
@@ -55,10 +55,7 @@ def speck_map(colour: torch.Tensor, height: np.ndarray) -> Optional[np.ndarray]:
     inside = interior(height)
     if inside is None:
         return None
-    rows, cols = np.nonzero(inside)
-    pad = LINE_PX + int(4 * EDGE_PX)
-    crop = (slice(max(rows.min() - pad, 0), rows.max() + pad + 1),
-            slice(max(cols.min() - pad, 0), cols.max() + pad + 1))
+    crop = part_box(inside, LINE_PX + int(4 * EDGE_PX))
     brightness = colour.float().cpu().numpy()[(slice(None),) + crop].mean(0)
     log = np.log(np.maximum(brightness, DARK))
     edge = ndimage.binary_dilation(ndimage.gaussian_gradient_magnitude(log, EDGE_PX) > EDGE,

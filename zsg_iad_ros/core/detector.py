@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from . import brightness_specks, hue_specks
 from . import scoring as sc
 from .backbones import (BuiltinBackbone, ModelLoadError, chromaticity, load_backbone, rgb_image,
                         select_device, sensor_image, to_three_channels, WEIGHTS_DIR)
@@ -556,48 +557,32 @@ class Detector:
         if found is None:
             return "off: a texture (the references are self-similar), no pose to align"
         if not found.colour or found.view is None:  # not a coloured part in pieces
-            found.hue, found.hue_pixels = self._hue_stats(compared, found.colour)
+            # the hue specks' score is a peak of hue differences of about 0.01 (a grey part) to
+            # 0.05 (a coloured one), far below the memory's distances: its own absolute floor,
+            # and for a coloured part a wider relative one
+            wider = {"min_rel_scale": hue_specks.COLOURED_REL_SCALE} if found.colour else {}
+            found.hue, found.hue_pixels = self._speck_stats(
+                compared, _hue_map(found.colour), min_abs_scale=hue_specks.SCALE_FLOOR, **wider)
         if not found.colour:
-            found.bright, found.bright_pixels = self._bright_stats(compared)
+            found.bright, found.bright_pixels = self._speck_stats(
+                compared, brightness_specks.speck_map, min_abs_scale=brightness_specks.SCALE_FLOOR,
+                min_rel_scale=brightness_specks.REL_SCALE)
         self._aligned[stream] = found
         return "on"
 
-    def _hue_stats(self, compared: List[tuple], coloured: bool
-                   ) -> Tuple[Optional[sc.ScoreStats], Optional[float]]:
-        """Calibration of the hue-speck score (core/hue_specks.py; `coloured`: of a part that
-        carries colour) from the references' comparison images: their own scores' median /
-        MAD, widened for their number, and their maps' `hue_specks.pixel_level`; (None, None)
-        where a reference has no colour rendering or its height map shows no part."""
-        from . import hue_specks
-
-        specks = [_speck_map(images, coloured) for images in compared]
+    def _speck_stats(self, compared: List[tuple], find, **floors
+                     ) -> Tuple[Optional[sc.ScoreStats], Optional[float]]:
+        """Calibration of a speck map (`find`: core/hue_specks.py, core/brightness_specks.py)
+        from the references' comparison images: their peaks' median / MAD, widened for their
+        number, with the scale's `floors` (`ScoreStats.of_scores`), and their maps'
+        `hue_specks.pixel_level`; (None, None) where a reference has no colour rendering or
+        its height map shows no part."""
+        specks = [_speck_map(images, find) for images in compared]
         if any(s is None for s in specks):
             return None, None
-        scores = [hue_specks.image_score(s) for s in specks]
-        # the score is a peak of hue differences of about 0.01 (a grey part) to 0.05 (a
-        # coloured one), far below the memory's distances: its own absolute floor, and for a
-        # coloured part a wider relative one
-        wider = {"min_rel_scale": hue_specks.COLOURED_REL_SCALE} if coloured else {}
-        return (sc.ScoreStats.of_scores(scores, quantile=self._quantile(),
-                                        min_abs_scale=hue_specks.SCALE_FLOOR, **wider),
+        return (sc.ScoreStats.of_scores([hue_specks.image_score(s) for s in specks],
+                                        quantile=self._quantile(), **floors),
                 hue_specks.pixel_level(specks))
-
-    def _bright_stats(self, compared: List[tuple]
-                      ) -> Tuple[Optional[sc.ScoreStats], Optional[float]]:
-        """Calibration of a grey part's brightness-speck map (core/brightness_specks.py) from
-        the references' comparison images: their peaks' median / MAD, widened for their
-        number (the map's scale), and their maps' `hue_specks.pixel_level`; (None, None)
-        where a reference has no colour rendering or its height map shows no part."""
-        from . import brightness_specks as bs
-        from .hue_specks import pixel_level
-
-        specks = [_brightness_map(images) for images in compared]
-        if any(s is None for s in specks):
-            return None, None
-        return (sc.ScoreStats.of_scores([float(np.max(s)) for s in specks],
-                                        quantile=self._quantile(), min_abs_scale=bs.SCALE_FLOOR,
-                                        min_rel_scale=bs.REL_SCALE),
-                pixel_level(specks))
 
     def registered_on(self, stream: str = "default") -> Optional[str]:
         """The modality whose image the stream's parts are registered on for the aligned
@@ -1146,9 +1131,11 @@ class Detector:
 
         t0 = time.perf_counter()
         images, fg = self._aligned_inputs(compared.result())
-        speck = None if stream.hue is None else _speck_map(compared.result(), stream.colour)
+        speck = (None if stream.hue is None
+                 else _speck_map(compared.result(), _hue_map(stream.colour)))
         hue = None if speck is None else (speck, stream.hue, stream.hue_pixels)
-        speck = None if stream.bright is None else _brightness_map(compared.result())
+        speck = (None if stream.bright is None
+                 else _speck_map(compared.result(), brightness_specks.speck_map))
         bright = None if speck is None else (speck, stream.bright, stream.bright_pixels)
         stream, reg = aligned.for_part(stream, images, fg)
         maps = aligned.inspect(stream.models, images, fg, stream.on, stream.templates,
@@ -1163,8 +1150,6 @@ class Detector:
         into RGB's map alone. Returns (the variation
         models' and the hue specks' calibrated scores, {modality: `aligned.Comparison`} of the
         modalities folded in, the hue specks' calibrated map on the part's pixels or None)."""
-        from .hue_specks import image_score
-
         stream, maps, hue, bright, timings["aligned"] = found
         out, kept, tinted = [], {}, None
         for m, compared in maps.items():
@@ -1180,7 +1165,7 @@ class Detector:
             kept[m] = compared
         if hue is not None and RGB in kept:
             speck, st, pixels = hue
-            c_hue = (image_score(speck) - st.loc) / st.scale
+            c_hue = (hue_specks.image_score(speck) - st.loc) / st.scale
             out.append(float(c_hue))
             # specks the other two cannot see keep their score (the max, as the own-image
             # score is folded in): they hardly move the luminance the comparison and the
@@ -1592,27 +1577,19 @@ def _fold_map(cmaps: Dict[str, torch.Tensor], m: str, dev: np.ndarray, loc: floa
     cmaps[m] = torch.where(small > 0, torch.maximum(cmaps[m], z), cmaps[m])
 
 
-def _brightness_map(compared: tuple) -> Optional[np.ndarray]:
-    """A grey part's brightness-speck map (`brightness_specks.speck_map`) from its comparison
-    images (`Detector._comparison_images`); None as `_speck_map`."""
-    from . import brightness_specks
+def _hue_map(coloured: bool):
+    """The hue-speck map of a part that carries colour (`hue_specks.coloured_speck_map`) or
+    of a grey one (`hue_specks.speck_map`)."""
+    return hue_specks.coloured_speck_map if coloured else hue_specks.speck_map
 
+
+def _speck_map(compared: tuple, find) -> Optional[np.ndarray]:
+    """A part's speck map `find` (`_hue_map`'s, `brightness_specks.speck_map`) from its
+    comparison images (`Detector._comparison_images`); None without a colour rendering or a
+    height map, or where the height map shows no part."""
     out, colour = compared
     if colour is None or GEOMETRY not in out:
         return None
-    return brightness_specks.speck_map(colour, out[GEOMETRY])
-
-
-def _speck_map(compared: tuple, coloured: bool) -> Optional[np.ndarray]:
-    """A part's hue-speck map (`hue_specks.speck_map`, or `coloured_speck_map` for a part
-    that carries colour) from its comparison images (`Detector._comparison_images`); None
-    without a colour rendering or a height map, or where the height map shows no part."""
-    from . import hue_specks
-
-    out, colour = compared
-    if colour is None or GEOMETRY not in out:
-        return None
-    find = hue_specks.coloured_speck_map if coloured else hue_specks.speck_map
     return find(colour, out[GEOMETRY])
 
 

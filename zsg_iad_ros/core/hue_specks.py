@@ -127,6 +127,14 @@ def speck_map(colour: torch.Tensor, height: np.ndarray) -> Optional[np.ndarray]:
     return np.where(inside, np.sqrt((fine * fine).sum(0)), 0.0).astype(np.float32)
 
 
+def part_box(mask: np.ndarray, pad: int) -> tuple:
+    """(rows, cols) slices of the box around a non-empty (H, W) bool mask, grown by `pad` px
+    (within the image): where a map's filters are run, with room for their reach."""
+    rows, cols = np.nonzero(mask)
+    return (slice(max(rows.min() - pad, 0), rows.max() + pad + 1),
+            slice(max(cols.min() - pad, 0), cols.max() + pad + 1))
+
+
 def _line_footprints(n: int) -> list:
     """Line segments of n px through a square of side n, horizontal, vertical and diagonal."""
     return [np.ones((1, n), bool), np.ones((n, 1), bool), np.eye(n, dtype=bool),
@@ -167,10 +175,7 @@ def coloured_speck_map(colour: torch.Tensor, height: np.ndarray) -> Optional[np.
     if not above.any():
         return None
     # everything on the part's box, with room for the filters' reach on its pixels
-    rows, cols = np.nonzero(above)
-    pad = COLOURED_ERODE_PX + LINE_PX + int(4 * CURVATURE_PX)
-    crop = (slice(max(rows.min() - pad, 0), rows.max() + pad + 1),
-            slice(max(cols.min() - pad, 0), cols.max() + pad + 1))
+    crop = part_box(above, COLOURED_ERODE_PX + LINE_PX + int(4 * CURVATURE_PX))
     part = ndimage.binary_erosion(above[crop], iterations=COLOURED_ERODE_PX)
     part &= ~ndimage.binary_dilation(doubly_curved(h[crop]), iterations=2)
     if not part.any():
