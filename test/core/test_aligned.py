@@ -513,7 +513,7 @@ def test_the_comparisons_on_their_own_thread_give_the_scores_of_one_run_in_seque
     comparison are made on a thread of their own beside the features and the feature memory,
     whose torch ops leave that thread a core meanwhile (where the aligned comparison runs, that
     thread makes only the geometry's height map, and the calling thread its image for the
-    features): a part's scores, map and regions are those it gets with all of it run in the
+    features and, while the aligned comparison runs, the speck maps): a part's scores, map and regions are those it gets with all of it run in the
     calling thread, a defect's as a good part's, and torch's thread count is as it was
     afterwards."""
     import threading
@@ -529,7 +529,7 @@ def test_the_comparisons_on_their_own_thread_give_the_scores_of_one_run_in_seque
     frames = [gear("good", TEST_SEEDS[2]).frame, gear("missing_part", TEST_SEEDS[1]).frame]
     ran_on, threads = [], []
     jobs = ("_geometry_job", "_geometry_images", "_comparison_images", "_inspect_aligned",
-            "_timed_symmetry_maps")
+            "_timed_symmetry_maps", "_speck_maps")
     for name in jobs:
         def noted(*a, _job=getattr(det, name), _name=name, **kw):
             ran_on.append((_name, threading.current_thread() is threading.main_thread()))
@@ -544,10 +544,11 @@ def test_the_comparisons_on_their_own_thread_give_the_scores_of_one_run_in_seque
     monkeypatch.setattr(det, "_features", counted)
     before = torch.get_num_threads()
     beside = [det.detect(f, update_memory=False) for f in frames]
-    # with the aligned comparison the geometry's image for the features is made in the
-    # calling thread
+    # with the aligned comparison the geometry's image for the features and the speck maps are
+    # made in the calling thread
     expected = {"aligned": [("_comparison_images", False), ("_inspect_aligned", False),
-                            ("_timed_symmetry_maps", False), ("_geometry_images", True)],
+                            ("_timed_symmetry_maps", False), ("_geometry_images", True),
+                            ("_speck_maps", True)],
                 "symmetry": [("_comparison_images", False), ("_timed_symmetry_maps", False)],
                 "none": []}[compared]
     assert sorted(set(ran_on)) == sorted(expected + [("_geometry_job", False),

@@ -223,3 +223,19 @@ def test_the_median_over_turns_is_numpys_to_the_bit():
         np.testing.assert_array_equal(_median_first_axis(d), np.median(d, axis=0))
         d[1, 5, 7] = np.nan
         np.testing.assert_array_equal(_median_first_axis(d), np.median(d, axis=0))
+
+
+def test_the_envelope_within_one_sample_is_scipys_to_the_bit():
+    """`_within_one_sample` takes shifted copies instead of scipy's 3 x 3 maximum and minimum
+    filters: the same values, nearest at the ends of the radius, wrapping round the angle,
+    for one radius, two and many."""
+    from zsg_iad_ros.core.symmetry import _within_one_sample
+
+    rng = np.random.default_rng(3)
+    modes = ("nearest", "nearest", "wrap")
+    for c, r in ((1, 1), (3, 2), (3, 44)):
+        p = rng.random((c, r, 256), dtype=np.float32)
+        np.testing.assert_array_equal(_within_one_sample(p, np.maximum),
+                                      ndimage.maximum_filter(p, size=(1, 3, 3), mode=modes))
+        np.testing.assert_array_equal(_within_one_sample(p, np.minimum),
+                                      ndimage.minimum_filter(p, size=(1, 3, 3), mode=modes))

@@ -769,7 +769,8 @@ class Detector:
         raw (modality -> (raw image score, spread)), confident (bool), symmetric (whether the
         part is symmetric; None where the self-comparison did not look), aligned (modality ->
         `aligned.Comparison` where the part was compared in register), tinted (the hue specks'
-        calibrated map, `_score_aligned`, or None)."""
+        calibrated map, `_score_aligned`, or None), grounding_rgb (`_grounding_rgb`, made where
+        there is a grounding module, or None)."""
         worker = self._comparison_worker()
         # The pixel comparisons run on a thread of their own beside the feature memory, from
         # one rendering of the part, and their results are waited for where they are fused.
@@ -780,10 +781,12 @@ class Detector:
         # comparison does: both comparisons then keep that thread busy while this one runs
         # torch's network and memory products, which release the GIL; numpy code beside numpy
         # code on two threads waits for the GIL (the self-comparison took 31 ms alone, 54 ms
-        # beside the aligned comparison, 37 ms beside the geometry's maps). While that thread
-        # works torch leaves it a core: its threads waiting for a busy core slowed the network
-        # and the memory's products more than one thread fewer does (docs/DETECTOR.md,
-        # "Aligned comparison", cost).
+        # beside the aligned comparison, 37 ms beside the geometry's maps). Where this one would
+        # then wait for the aligned comparison, it makes the part's speck maps, mostly scipy's
+        # filters, which release the GIL (`_score_beside`). While that thread works torch leaves
+        # it a core: its threads waiting for a busy core slowed the network and the memory's
+        # products more than one thread fewer does (docs/DETECTOR.md, "Aligned comparison",
+        # cost).
         present = [m for m in self.config.modalities if frame.present[m]]
         in_register = frame.stream in self._aligned and frame.registered and RGB in present
         geo_timings: dict = {}
@@ -811,12 +814,15 @@ class Detector:
                 feats.update(self._features(frame, geo_images, timings))
                 timings["features"] += took
             return self._score_beside(frame, images, feats, used, in_symmetry, in_aligned,
-                                      timings)
+                                      timings, compared)
 
     def _score_beside(self, frame: Frame, images: Dict[str, torch.Tensor], feats: dict,
-                      used: List[str], in_symmetry, in_aligned, timings: dict) -> dict:
+                      used: List[str], in_symmetry, in_aligned, timings: dict,
+                      compared=None) -> dict:
         """`_score` from the features on, while the pixel comparisons run on their thread:
-        `in_symmetry` and `in_aligned` are their futures (None where they do not run)."""
+        `in_symmetry` and `in_aligned` are their futures (None where they do not run),
+        `compared` the future of the part's comparison images where the aligned comparison
+        runs (its speck maps are made here while that thread compares)."""
         t0 = time.perf_counter()
         state = self._stream(frame.stream)
         cmaps: Dict[str, torch.Tensor] = {}
@@ -887,10 +893,14 @@ class Detector:
             sources += list(found.values())
             for m, c in found.items():  # a defect one of the two sees keeps its score
                 cscores[m] = sc.max_of_normals([cscores[m], c])
+        # this thread would wait for the aligned comparison: it makes the grounding's image
+        # and the speck maps meanwhile
+        shown = None if self.grounding is None else self._grounding_rgb(frame, images)
         in_pose, tinted = {}, None
         if in_aligned is not None:
-            found, in_pose, tinted = self._score_aligned(in_aligned.result(), cmaps, cscores,
-                                                         timings)
+            specks = self._speck_maps(self._aligned[frame.stream], compared.result(), timings)
+            found, in_pose, tinted = self._score_aligned(in_aligned.result(), specks, cmaps,
+                                                         cscores, timings)
             sources += found
         combined = {m: self._combine_views(m, cscores, views, calibration) for m in cscores}
         by_modality = {m: c for m, (c, _) in combined.items()}
@@ -898,7 +908,7 @@ class Detector:
         return dict(used=used, keys=keys, feats=feats, images=images, cmaps=cmaps,
                     cscores=cscores, views=views, by_modality=by_modality, weights=weights,
                     sources=sources, raw=raw_scores, confident=confident, symmetric=symmetric,
-                    aligned=in_pose, tinted=tinted)
+                    aligned=in_pose, tinted=tinted, grounding_rgb=shown)
 
     @property
     def region_types(self) -> List[str]:
@@ -1125,32 +1135,42 @@ class Detector:
     def _inspect_aligned(self, stream, compared) -> tuple:
         """The aligned comparison of one part from its comparison images, given as the future
         of `_comparison_images` (`_score`): (the stream's models it was compared with,
-        `aligned.inspect`'s maps, (hue-speck map, its calibration, its pixel level) or None,
-        the same of the brightness specks or None, its duration [ms])."""
+        `aligned.inspect`'s maps, its duration [ms])."""
         from . import aligned
 
         t0 = time.perf_counter()
         images, fg = self._aligned_inputs(compared.result())
-        speck = (None if stream.hue is None
-                 else _speck_map(compared.result(), _hue_map(stream.colour)))
-        hue = None if speck is None else (speck, stream.hue, stream.hue_pixels)
-        speck = (None if stream.bright is None
-                 else _speck_map(compared.result(), brightness_specks.speck_map))
-        bright = None if speck is None else (speck, stream.bright, stream.bright_pixels)
         stream, reg = aligned.for_part(stream, images, fg)
         maps = aligned.inspect(stream.models, images, fg, stream.on, stream.templates,
                                stream.view, reg, stream.weights)
-        return stream, maps, hue, bright, (time.perf_counter() - t0) * 1e3
+        return stream, maps, (time.perf_counter() - t0) * 1e3
 
-    def _score_aligned(self, found: tuple, cmaps, cscores, timings) -> tuple:
-        """Fold the aligned comparison (`_inspect_aligned`'s result) into the modality scores
-        (in place): per modality the image score is Stouffer's sum of the feature memory's and
-        the variation model's calibrated scores (both ~N(0, 1) on normal parts) and the map the
-        larger of the two; the part's hue specks are folded into RGB, its brightness specks
-        into RGB's map alone. Returns (the variation
-        models' and the hue specks' calibrated scores, {modality: `aligned.Comparison`} of the
-        modalities folded in, the hue specks' calibrated map on the part's pixels or None)."""
-        stream, maps, hue, bright, timings["aligned"] = found
+    @staticmethod
+    def _speck_maps(stream, compared: tuple, timings: dict) -> tuple:
+        """A part's speck maps from its comparison images (`_comparison_images`), for a stream
+        compared in register (the taught `AlignedStream`, which holds their calibrations):
+        ((hue-speck map, its calibration, its pixel level) or None, the same of the brightness
+        specks or None); their duration goes to `timings` ("specks", ms)."""
+        t0 = time.perf_counter()
+        speck = None if stream.hue is None else _speck_map(compared, _hue_map(stream.colour))
+        hue = None if speck is None else (speck, stream.hue, stream.hue_pixels)
+        speck = (None if stream.bright is None
+                 else _speck_map(compared, brightness_specks.speck_map))
+        bright = None if speck is None else (speck, stream.bright, stream.bright_pixels)
+        timings["specks"] = (time.perf_counter() - t0) * 1e3
+        return hue, bright
+
+    def _score_aligned(self, found: tuple, specks: tuple, cmaps, cscores, timings) -> tuple:
+        """Fold the aligned comparison (`_inspect_aligned`'s result) and the part's speck maps
+        (`_speck_maps`'s) into the modality scores (in place): per modality the image score is
+        Stouffer's sum of the feature memory's and the variation model's calibrated scores
+        (both ~N(0, 1) on normal parts) and the map the larger of the two; the part's hue
+        specks are folded into RGB, its brightness specks into RGB's map alone. Returns (the
+        variation models' and the hue specks' calibrated scores, {modality:
+        `aligned.Comparison`} of the modalities folded in, the hue specks' calibrated map on
+        the part's pixels or None)."""
+        stream, maps, timings["aligned"] = found
+        hue, bright = specks
         out, kept, tinted = [], {}, None
         for m, compared in maps.items():
             if m not in cmaps:
@@ -1192,15 +1212,25 @@ class Detector:
             keep = RGB if RGB in squashed else scored["used"][0]
             squashed = {keep: squashed[keep]}
         images = dict(scored["images"])
-        if RGB in images and not isinstance(self.backbones[RGB], BuiltinBackbone):
-            # The grounding module was trained on the luminance-band rendering of RGB; it sees
-            # it pooled to the patch grid, so a half-resolution rendering is enough (and 4x
-            # cheaper).
-            S = int(self.config.image_size)
-            half = to_three_channels(np.asarray(frame.rgb), S // 2)
-            half = (half.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-            images[RGB] = rgb_image(half, S)
+        shown = scored.get("grounding_rgb")  # made while the aligned comparison ran, or now
+        if shown is None:
+            shown = self._grounding_rgb(frame, images)
+        if shown is not None:
+            images[RGB] = shown
         return build_evidence(squashed, images, grid)
+
+    def _grounding_rgb(self, frame: Frame, images: Dict[str, torch.Tensor]
+                       ) -> Optional[torch.Tensor]:
+        """The RGB image the grounding module sees (`_evidence`) where it is not the feature
+        extractor's own rendering (`images[RGB]`, the built-in backbone's), else None."""
+        if RGB not in images or isinstance(self.backbones[RGB], BuiltinBackbone):
+            return None
+        # The grounding module was trained on the luminance-band rendering of RGB; it sees it
+        # pooled to the patch grid, so a half-resolution rendering is enough (and 4x cheaper).
+        S = int(self.config.image_size)
+        half = to_three_channels(np.asarray(frame.rgb), S // 2)
+        half = (half.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        return rgb_image(half, S)
 
     @torch.inference_mode()
     def grounding_evidence(self, frame: Frame) -> torch.Tensor:
@@ -1252,7 +1282,7 @@ class Detector:
                    if update_memory and (admit or (not state[m].pinned
                                                    and len(state[m].memory) < 2))}
         # Maps on the RGB grid, smoothed by a Gaussian of about half a patch.
-        full = {m: self._upsample(cm, (H, W)) for m, cm in cmaps.items()}
+        full = self._upsample(cmaps, (H, W))
         # Pixel maps fuse by max whatever the image-level fusion: a defect seen by one modality
         # must not be diluted where it lies, and Stouffer's sum over pixels would add the other
         # modalities' noise to the location.
@@ -1428,18 +1458,25 @@ class Detector:
         st.raw_spreads.append(sc.spread(inner))
         return (lmap - stats.loc) / stats.scale
 
-    def _upsample(self, m: torch.Tensor, size: tuple) -> torch.Tensor:
-        up = F.interpolate(m[None, None].float(), size=size, mode="bilinear",
-                           align_corners=False)[0, 0]
-        sigma = max(1.0, 0.5 * size[0] / m.shape[0])
-        k = int(2 * round(2 * sigma) + 1)
-        x = torch.arange(k, device=up.device, dtype=torch.float32) - k // 2
-        g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-        g = g / g.sum()
-        up = F.conv2d(F.pad(up[None, None], (k // 2, k // 2, 0, 0), mode="replicate"),
-                      g.view(1, 1, 1, k))
-        up = F.conv2d(F.pad(up, (0, 0, k // 2, k // 2), mode="replicate"), g.view(1, 1, k, 1))
-        return up[0, 0]
+    @staticmethod
+    def _upsample(maps: Dict[str, torch.Tensor], size: tuple) -> Dict[str, torch.Tensor]:
+        """Each (h, w) map brought to `size` (bilinear), smoothed by a Gaussian of about half a
+        patch. The maps of one grid go through in one batch: the values of one by one, in
+        two thirds of the time (three maps)."""
+        out = {}
+        for grid in {tuple(v.shape) for v in maps.values()}:
+            keys = [m for m, v in maps.items() if tuple(v.shape) == grid]
+            up = F.interpolate(torch.stack([maps[m] for m in keys])[:, None].float(), size=size,
+                               mode="bilinear", align_corners=False)
+            sigma = max(1.0, 0.5 * size[0] / grid[0])
+            k = int(2 * round(2 * sigma) + 1)
+            x = torch.arange(k, device=up.device, dtype=torch.float32) - k // 2
+            g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+            g = g / g.sum()
+            up = F.conv2d(F.pad(up, (k // 2, k // 2, 0, 0), mode="replicate"), g.view(1, 1, 1, k))
+            up = F.conv2d(F.pad(up, (0, 0, k // 2, k // 2), mode="replicate"), g.view(1, 1, k, 1))
+            out.update(zip(keys, up[:, 0]))
+        return {m: out[m] for m in maps}
 
     def _clean(self, mask: np.ndarray) -> np.ndarray:
         if not mask.any():
