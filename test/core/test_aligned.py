@@ -513,9 +513,9 @@ def test_the_comparisons_on_their_own_thread_give_the_scores_of_one_run_in_seque
     comparison are made on a thread of their own beside the features and the feature memory,
     whose torch ops leave that thread a core meanwhile (where the aligned comparison runs, that
     thread makes only the geometry's height map, and the calling thread its image for the
-    features and, while the aligned comparison runs, the speck maps): a part's scores, map and regions are those it gets with all of it run in the
-    calling thread, a defect's as a good part's, and torch's thread count is as it was
-    afterwards."""
+    features and, while the aligned comparison runs, the speck maps): a part's scores, map
+    and regions are those it gets with all of it run in the calling thread, a defect's as a
+    good part's, and torch's thread count is as it was afterwards."""
     import threading
     from concurrent.futures import Future
 
