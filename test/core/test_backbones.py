@@ -184,18 +184,3 @@ def test_chromaticity_ignores_shading_and_white_balance_but_sees_hue():
     assert lum_change < 0.02 and hue_change[:, 28:36, 28:36].min() > 0.02
     assert hue_change[:, :20].max() < 1e-4  # nothing changes away from the patch
 
-
-def test_the_white_balance_medians_are_torchs_to_the_bit():
-    """`_row_medians` (numpy's partition on the CPU) gives torch's median over each row: odd
-    and even counts (the lower middle value), ties, one pixel, and a row with NaN."""
-    from zsg_iad_ros.core.backbones import _row_medians
-
-    g = torch.Generator().manual_seed(0)
-    for n in (1, 2, 5, 64, 4097, 4096):
-        x = torch.rand(3, n, generator=g, dtype=torch.float64 if n == 5 else torch.float32)
-        x[0, : n // 3] = 0.5
-        assert torch.equal(_row_medians(x), x.median(1).values), n
-    x = torch.rand(3, 100, generator=g)
-    x[1, 7] = float("nan")
-    torch.testing.assert_close(_row_medians(x), x.median(1).values, rtol=0, atol=0,
-                               equal_nan=True)

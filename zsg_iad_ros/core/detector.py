@@ -1281,17 +1281,19 @@ class Detector:
         pending = {m: worker.submit(self._memory_entry_job, feats[m]) for m in scored["keys"]
                    if update_memory and (admit or (not state[m].pinned
                                                    and len(state[m].memory) < 2))}
-        # Maps on the RGB grid, smoothed by a Gaussian of about half a patch.
-        full = self._upsample(cmaps, (H, W))
-        # Pixel maps fuse by max whatever the image-level fusion: a defect seen by one modality
-        # must not be diluted where it lies, and Stouffer's sum over pixels would add the other
-        # modalities' noise to the location.
-        if frame.registered:
-            fused = sc.fuse(full.values(), "max")
-        else:  # modalities not aligned: only the RGB map means something at pixel level
-            fused = full[RGB] if RGB in full else full[used[0]]
-        score_map = sc.squash(fused)
-        modality_maps = {m: sc.squash(v).cpu().numpy().astype(np.float32) for m, v in full.items()}
+        with _torch_threads_but_one(bool(pending)):  # beside the memory entries
+            # Maps on the RGB grid, smoothed by a Gaussian of about half a patch.
+            full = self._upsample(cmaps, (H, W))
+            # Pixel maps fuse by max whatever the image-level fusion: a defect seen by one
+            # modality must not be diluted where it lies, and Stouffer's sum over pixels would
+            # add the other modalities' noise to the location.
+            if frame.registered:
+                fused = sc.fuse(full.values(), "max")
+            else:  # modalities not aligned: only the RGB map means something at pixel level
+                fused = full[RGB] if RGB in full else full[used[0]]
+            score_map = sc.squash(fused)
+            modality_maps = {m: sc.squash(v).cpu().numpy().astype(np.float32)
+                             for m, v in full.items()}
         timings["scoring"] += (time.perf_counter() - t0) * 1e3
 
         # ---- grounding ------------------------------------------------------------------

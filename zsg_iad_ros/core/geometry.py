@@ -25,6 +25,7 @@ from scipy import ndimage
 from scipy.stats import median_abs_deviation
 
 from .frame import CameraIntrinsics
+from .medians import median
 
 
 @dataclass
@@ -57,12 +58,12 @@ class GeometryMaps:
         v = self.valid
         if not bool(v.any()):
             return torch.zeros((3,) + tuple(v.shape), device=v.device)
-        z_med = float(self.depth[v].median())
+        z_med = float(median(self.depth[v]))
         # Floors: 0.1 mm per metre of range for deviation; small fixed values for the others.
         dev = _bulk_unit(self.deviation.abs(), v, floor=2e-4 * max(z_med, 1e-3))
         curv = _bulk_unit(self.curvature, v, floor=2e-4)
         n = self.normals
-        med = n[:, v].median(dim=1).values
+        med = median(n[:, v], 1)
         med = med / med.norm().clamp_min(1e-6)
         # Tilt relative to the dominant orientation of the part (the median normal), so a
         # tilted-but-flat part reads as uniform.
@@ -129,7 +130,7 @@ def _bulk_unit(x: torch.Tensor, valid: torch.Tensor, floor: float) -> torch.Tens
     v = x[valid].float()
     if v.numel() > 65536:  # a strided subsample gives the same median
         v = v[:: v.numel() // 65536 + 1]
-    s = max(4.0 * float(v.median()), floor)
+    s = max(4.0 * float(median(v)), floor)
     return torch.tanh(x / s)
 
 
@@ -173,7 +174,9 @@ def organized_maps(points, smooth_px: int = 0, device: torch.device | str = "cpu
         points = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
     if points.ndim != 3 or points.shape[-1] != 3:
         raise ValueError(f"organized cloud must be (H, W, 3), got {tuple(points.shape)}")
-    p = points.to(device=device, dtype=torch.float32).permute(2, 0, 1)  # (3, H, W)
+    # contiguous: the box sums and differences below were slower on the permuted view (the
+    # maps and their image 26 against 33 ms)
+    p = points.to(device=device, dtype=torch.float32).permute(2, 0, 1).contiguous()  # (3, H, W)
     H, W = p.shape[1:]
     valid = torch.isfinite(p).all(0) & (p[2] > 0)
     p = torch.where(valid[None], p, torch.zeros_like(p))
