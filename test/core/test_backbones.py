@@ -183,4 +183,3 @@ def test_chromaticity_ignores_shading_and_white_balance_but_sees_hue():
     hue_change = (chromaticity(torch.from_numpy(tinted).permute(2, 0, 1)) - base).abs()
     assert lum_change < 0.02 and hue_change[:, 28:36, 28:36].min() > 0.02
     assert hue_change[:, :20].max() < 1e-4  # nothing changes away from the patch
-
