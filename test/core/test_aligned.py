@@ -511,7 +511,7 @@ def test_the_comparisons_on_their_own_thread_give_the_scores_of_one_run_in_seque
         taught, detector_factory, monkeypatch, compared):
     """The part's geometry images, its comparison images, its self-comparison and its aligned
     comparison are made on a thread of their own beside the features and the feature memory,
-    whose torch ops leave that thread a core meanwhile (where the aligned comparison runs, that
+    whose torch ops leave that thread a core (where the aligned comparison runs, that
     thread makes only the geometry's height map, and the calling thread its image for the
     features and, while the aligned comparison runs, the speck maps): a part's scores, map
     and regions are those it gets with all of it run in the calling thread, a defect's as a
@@ -527,12 +527,15 @@ def test_the_comparisons_on_their_own_thread_give_the_scores_of_one_run_in_seque
                                symmetry="auto" if compared == "symmetry" else "off")
         det.teach([gear("good", s).frame for s in REF_SEEDS])
     frames = [gear("good", TEST_SEEDS[2]).frame, gear("missing_part", TEST_SEEDS[1]).frame]
-    ran_on, threads = [], []
+    ran_on, threads, beside_threads = [], [], set()
     jobs = ("_geometry_job", "_geometry_images", "_comparison_images", "_inspect_aligned",
             "_timed_symmetry_maps", "_speck_maps")
     for name in jobs:
         def noted(*a, _job=getattr(det, name), _name=name, **kw):
-            ran_on.append((_name, threading.current_thread() is threading.main_thread()))
+            in_main = threading.current_thread() is threading.main_thread()
+            ran_on.append((_name, in_main))
+            if not in_main:
+                beside_threads.add(torch.get_num_threads())
             return _job(*a, **kw)
         monkeypatch.setattr(det, name, noted)
     features = det._features
@@ -554,10 +557,9 @@ def test_the_comparisons_on_their_own_thread_give_the_scores_of_one_run_in_seque
     assert sorted(set(ran_on)) == sorted(expected + [("_geometry_job", False),
                                                      ("_geometry_images", False)])
     assert torch.get_num_threads() == before
-    # the features of the colour and sensor images while the geometry's are made, then of the
-    # geometry's, with all threads where nothing runs beside them any more
-    fewer = max(before - 1, 1)
-    assert threads == [fewer, fewer if compared != "none" else before] * len(frames)
+    # torch's threads one fewer in the calling thread throughout, one on the comparison thread
+    assert threads == [max(before - 1, 1)] * 2 * len(frames)
+    assert beside_threads == {1}
 
     class InSequence:  # runs a job where it is submitted
         def submit(self, fn, *args):

@@ -637,7 +637,13 @@ class Detector:
         return feats
 
     def detect(self, frame: Frame, update_memory: bool = True) -> Detection:
-        with torch.inference_mode():
+        # The comparison thread works beside this one for most of a part (`_score`, and the
+        # memory entries while the part is grounded): torch's threads here are one fewer
+        # throughout, and that thread has one. Torch threads waiting for a core the other
+        # thread held slowed the network and the memory's products more than one thread fewer
+        # does, and on 2 cores one thread ran torch's small ops faster than two even alone
+        # (docs/DETECTOR.md, "Aligned comparison", cost).
+        with torch.inference_mode(), _torch_threads_but_one():
             return self._detect(frame, update_memory)
 
     # ---------------------------------------------------------------------------------------
@@ -783,10 +789,8 @@ class Detector:
         # code on two threads waits for the GIL (the self-comparison took 31 ms alone, 54 ms
         # beside the aligned comparison, 37 ms beside the geometry's maps). Where this one would
         # then wait for the aligned comparison, it makes the part's speck maps, mostly scipy's
-        # filters, which release the GIL (`_score_beside`). While that thread works torch leaves
-        # it a core: its threads waiting for a busy core slowed the network and the memory's
-        # products more than one thread fewer does (docs/DETECTOR.md, "Aligned comparison",
-        # cost).
+        # filters, which release the GIL (`_score_beside`). Torch leaves that thread a core
+        # (`detect`).
         present = [m for m in self.config.modalities if frame.present[m]]
         in_register = frame.stream in self._aligned and frame.registered and RGB in present
         geo_timings: dict = {}
@@ -801,20 +805,18 @@ class Detector:
                        if by_symmetry else None)
         in_aligned = (worker.submit(self._inspect_aligned, self._aligned[frame.stream], compared)
                       if in_register else None)
-        with _torch_threads_but_one(self._geometry_in_use(frame)):
-            feats = self._features(frame, flat, timings)
-            geo_images = dict(geometry.result())
-            if in_register:
-                geo_images.update(self._geometry_images(frame, geo_timings, height=False))
+        feats = self._features(frame, flat, timings)
+        geo_images = dict(geometry.result())
+        if in_register:
+            geo_images.update(self._geometry_images(frame, geo_timings, height=False))
         images = {**flat, **geo_images}
         timings.update(geo_timings)
-        with _torch_threads_but_one(by_symmetry or in_register):
-            if geo_images:
-                took = timings["features"]
-                feats.update(self._features(frame, geo_images, timings))
-                timings["features"] += took
-            return self._score_beside(frame, images, feats, used, in_symmetry, in_aligned,
-                                      timings, compared)
+        if geo_images:
+            took = timings["features"]
+            feats.update(self._features(frame, geo_images, timings))
+            timings["features"] += took
+        return self._score_beside(frame, images, feats, used, in_symmetry, in_aligned,
+                                  timings, compared)
 
     def _score_beside(self, frame: Frame, images: Dict[str, torch.Tensor], feats: dict,
                       used: List[str], in_symmetry, in_aligned, timings: dict,
@@ -1127,9 +1129,13 @@ class Detector:
 
     def _comparison_worker(self) -> ThreadPoolExecutor:
         """The second thread of `_score`: a part's geometry images and its pixel comparisons
-        are made there. Started at its first use."""
+        are made there, and its memory entries while the calling thread grounds it. Started at
+        its first use, with one torch thread: the calling thread's torch ops take the other
+        cores (`_torch_threads_but_one`)."""
         if self._comparison_thread is None:
-            self._comparison_thread = ThreadPoolExecutor(1, thread_name_prefix="comparison")
+            self._comparison_thread = ThreadPoolExecutor(
+                1, thread_name_prefix="comparison", initializer=torch.set_num_threads,
+                initargs=(1,))
         return self._comparison_thread
 
     def _inspect_aligned(self, stream, compared) -> tuple:
@@ -1236,7 +1242,8 @@ class Detector:
     def grounding_evidence(self, frame: Frame) -> torch.Tensor:
         """Evidence tensor (IN_CH, h, w) for a frame, as the grounding module sees it (used by
         the training script); memory and history are not changed."""
-        scored = self._score(self._validate(frame), {})
+        with _torch_threads_but_one():
+            scored = self._score(self._validate(frame), {})
         if not scored["used"]:
             raise ValueError("frame has none of the configured modalities")
         return self._evidence(scored, frame)
@@ -1281,19 +1288,18 @@ class Detector:
         pending = {m: worker.submit(self._memory_entry_job, feats[m]) for m in scored["keys"]
                    if update_memory and (admit or (not state[m].pinned
                                                    and len(state[m].memory) < 2))}
-        with _torch_threads_but_one(bool(pending)):  # beside the memory entries
-            # Maps on the RGB grid, smoothed by a Gaussian of about half a patch.
-            full = self._upsample(cmaps, (H, W))
-            # Pixel maps fuse by max whatever the image-level fusion: a defect seen by one
-            # modality must not be diluted where it lies, and Stouffer's sum over pixels would
-            # add the other modalities' noise to the location.
-            if frame.registered:
-                fused = sc.fuse(full.values(), "max")
-            else:  # modalities not aligned: only the RGB map means something at pixel level
-                fused = full[RGB] if RGB in full else full[used[0]]
-            score_map = sc.squash(fused)
-            modality_maps = {m: sc.squash(v).cpu().numpy().astype(np.float32)
-                             for m, v in full.items()}
+        # Maps on the RGB grid, smoothed by a Gaussian of about half a patch.
+        full = self._upsample(cmaps, (H, W))
+        # Pixel maps fuse by max whatever the image-level fusion: a defect seen by one
+        # modality must not be diluted where it lies, and Stouffer's sum over pixels would
+        # add the other modalities' noise to the location.
+        if frame.registered:
+            fused = sc.fuse(full.values(), "max")
+        else:  # modalities not aligned: only the RGB map means something at pixel level
+            fused = full[RGB] if RGB in full else full[used[0]]
+        score_map = sc.squash(fused)
+        modality_maps = {m: sc.squash(v).cpu().numpy().astype(np.float32)
+                         for m, v in full.items()}
         timings["scoring"] += (time.perf_counter() - t0) * 1e3
 
         # ---- grounding ------------------------------------------------------------------
@@ -1411,7 +1417,8 @@ class Detector:
                     st.memory = deque((e for e in st.memory if e is not entry),
                                       maxlen=st.memory.maxlen)
                 try:
-                    det = self._detect(frame, update_memory=False)
+                    with _torch_threads_but_one():
+                        det = self._detect(frame, update_memory=False)
                 except Exception:  # it scored once, so this is no input error: its first
                     self.unrevised[name] = self.unrevised.get(name, 0) + 1  # report stands
                     continue
@@ -1588,11 +1595,12 @@ def _modality(key: str) -> str:
 
 
 @contextmanager
-def _torch_threads_but_one(active: bool = True):
-    """torch's intra-op threads one fewer (at least one) inside the block where `active`
-    (another thread of this process works beside it); the count is restored after it."""
+def _torch_threads_but_one():
+    """torch's intra-op threads in the calling thread one fewer (at least one) inside the block,
+    where the detector's comparison thread works beside it (with one torch thread of its own:
+    `Detector._comparison_worker`); the count is restored after it."""
     n = torch.get_num_threads()
-    if not active or n < 2:
+    if n < 2:
         yield
         return
     torch.set_num_threads(n - 1)
